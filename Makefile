@@ -1,0 +1,35 @@
+# Quick start: `make run` (set-up + the workflow on config/config.yaml) and
+# `make test` (set-up + the test suite). The set-up creates .venv with the exact
+# versions of constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench report clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --configfile config/config.yaml
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_cloning_nfe.py
+	$(BIN)/python benchmarks/bench_empirical_kernel.py
+	$(BIN)/python benchmarks/bench_workflow.py
+
+report: $(STAMP)
+	$(BIN)/snakemake --configfile config/config.yaml --report report.html
+
+clean:
+	rm -rf results logs benchmarks/results .snakemake report.html

@@ -1,0 +1,33 @@
+# diffusion-regimes: measure the three dynamical regimes of diffusion models.
+# Thin: the config, its validation, and the rules. All logic is in the package
+# src/diffusion_regimes (see DESIGN.md of the project and README.md).
+import sys
+
+from snakemake.utils import min_version
+
+from diffusion_regimes.config import ConfigError, validate_config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate_config(config)
+except ConfigError as err:
+    sys.exit(f"diffusion-regimes: {err}")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/sampling.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,65 @@
+"""Collapse (memorisation) measured on generated trajectories.
+
+Along each backward trajectory we track the index of the nearest scaled
+training point ``argmin_mu |x(t) - a_mu e^{-t}|``; the trajectory's collapse
+time is the last time that index changes (OU time of the first grid point from
+which it stays constant), and ``d*`` is the final distance to that point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .sampling import Sampler
+from .scores import EmpiricalScore, Score
+
+
+def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int,
+                  generator: torch.Generator, every: int = 1,
+                  batch: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generate ``n_traj`` trajectories and record the nearest training index.
+
+    Returns ``times`` (S,) decreasing OU times where the index was recorded (every
+    ``every`` grid steps, always including both ends), ``nearest`` (S, n_traj)
+    int64 and ``d_star`` (n_traj,) float: the final Euclidean distance to the
+    nearest scaled training point.
+    """
+    record = set(range(0, sampler.steps + 1, max(1, every))) | {sampler.steps}
+    times = sampler.grid[sorted(record)]
+    nearest = np.empty((len(times), n_traj), dtype=np.int64)
+    d_star = np.empty(n_traj, dtype=np.float64)
+    for b0 in range(0, n_traj, batch):
+        B = min(batch, n_traj - b0)
+        rows: list[np.ndarray] = []
+
+        def observe(i: int, x: torch.Tensor, rows=rows) -> None:
+            if i in record:
+                idx, _ = train.nearest(x, float(sampler.grid[i]))
+                rows.append(idx.numpy())
+
+        x = sampler.run(score, sampler.prior(B, train.d, generator), generator, callback=observe)
+        nearest[:, b0:b0 + B] = np.stack(rows)
+        _, dist2 = train.nearest(x, float(sampler.grid[-1]))
+        d_star[b0:b0 + B] = dist2.sqrt().numpy()
+    return times, nearest, d_star
+
+
+def collapse_times(times: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """Per-trajectory collapse time (n_traj,): the OU time from which the nearest
+    index no longer changes. ``times`` (S,) decreasing, ``nearest`` (S, n_traj)."""
+    changed = nearest[1:] != nearest[:-1]  # (S-1, n)
+    S = nearest.shape[0]
+    # last change at position s means constant from s + 1 on
+    last = np.where(changed.any(0), S - 1 - np.argmax(changed[::-1], axis=0), 0)
+    return times[last]
+
+
+def collapse_table(times: np.ndarray, nearest: np.ndarray, d_star: np.ndarray) -> pd.DataFrame:
+    """The ``collapse_times.parquet`` table: trajectory, t_collapse, nearest_index, d_star."""
+    return pd.DataFrame({
+        "trajectory": np.arange(nearest.shape[1], dtype=np.int64),
+        "t_collapse": collapse_times(times, nearest).astype(np.float64),
+        "nearest_index": nearest[-1].astype(np.int64),
+        "d_star": d_star.astype(np.float64)})

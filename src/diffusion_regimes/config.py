@@ -1,0 +1,154 @@
+"""Loading and validation of the workflow configuration.
+
+The JSON Schema is ``workflow/schemas/config.schema.yaml``. :func:`validate_config`
+fills the schema's defaults, then checks the schema and the rules a schema
+cannot say (score models that need a closed form or images), and raises
+:class:`ConfigError` with one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .io import InputError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: score models that need a trained network
+NETWORK_SCORES = ("unet",)
+#: score models that can memorise (collapse is measured for them)
+MEMORISING_SCORES = ("empirical",) + NETWORK_SCORES
+
+
+class ConfigError(InputError):
+    """A bad configuration; the message is one line naming the key."""
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref")
+    if ref:
+        node = root
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+        return {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _fill_defaults(instance, schema: dict, root: dict) -> None:
+    """Insert the schema's defaults into ``instance`` in place (recursively)."""
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict):
+        return
+    props = dict(schema.get("properties", {}))
+    for branch in schema.get("oneOf", []):  # the branch whose const matches
+        bprops = branch.get("properties", {})
+        if all(instance.get(k) == v["const"] for k, v in bprops.items() if "const" in v):
+            props.update(bprops)
+    for key, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if key not in instance and "default" in sub_r:
+            instance[key] = copy.deepcopy(sub_r["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub_r, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in props:
+                _fill_defaults(value, extra, root)
+
+
+def _path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    where = _path(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(_resolve(err.schema, {}).get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        return (f"{where}: unknown key {unknown[0]!r}" + (f" (allowed: {', '.join(allowed)})"
+                                                          if allowed else ""))
+    if err.validator == "oneOf" and isinstance(err.instance, dict):
+        return _describe_branch(where, err)
+    return f"{where}: {err.message}"
+
+
+def _describe_branch(where: str, err: jsonschema.ValidationError) -> str:
+    """Explain a ``oneOf`` failure by the errors of the branch whose ``const`` matches."""
+    source = err.instance.get("source")
+    branches = [i for i, b in enumerate(err.validator_value)
+                if b.get("properties", {}).get("source", {}).get("const") == source]
+    if not branches:
+        choices = [b["properties"]["source"]["const"] for b in err.validator_value]
+        return f"{where}.source: {source!r} is not one of {choices}"
+    subs = [e for e in err.context if e.relative_schema_path[0] == branches[0]]
+    sub = subs[0]
+    path = ".".join([where] + [str(p) for p in sub.relative_path])
+    if sub.validator == "additionalProperties":
+        unknown = sorted(set(sub.instance) - set(sub.schema.get("properties", {})))
+        return f"{path}: unknown key {unknown[0]!r} for source {source!r}"
+    return f"{path}: {sub.message}"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Fill defaults into ``config`` (in place) and validate it; returns it.
+
+    Raises :class:`ConfigError` whose message names the offending key.
+    """
+    schema = schema or load_schema()
+    _fill_defaults(config, schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(config))
+    if errors:
+        err = min(errors, key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties"))
+        raise ConfigError(f"config error at {_describe(err)}; see config/README.md")
+    for name, exp in config["experiments"].items():
+        source = exp["dataset"]["source"]
+        for score in exp["scores"]:
+            if score == "exact" and source != "gaussian_mixture":
+                raise ConfigError(f"config error at experiments.{name}.scores: 'exact' needs a "
+                                  "closed-form score (dataset source gaussian_mixture)")
+            if score in NETWORK_SCORES and source == "gaussian_mixture":
+                raise ConfigError(f"config error at experiments.{name}.scores: {score!r} needs "
+                                  "image data, not source gaussian_mixture")
+        for key in ("cloning", "collapse"):
+            bt = exp[key]["branch_times"]
+            if sorted(bt) != list(bt):
+                raise ConfigError(f"config error at experiments.{name}.{key}.branch_times: "
+                                  "list them in increasing order")
+        ent = exp["entropy"]
+        if ent["t_min"] >= ent["t_max"]:
+            raise ConfigError(f"config error at experiments.{name}.entropy.t_min: must be "
+                              "below t_max")
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config {path} must be a mapping with an 'experiments' key")
+    return validate_config(config)
+
+
+def experiment_scores(config: dict, exp: str) -> list[str]:
+    return list(config["experiments"][exp]["scores"])
+
+
+def needs_classifier(exp_cfg: dict) -> bool:
+    """Data without a closed-form class need a trained classifier for cloning."""
+    return exp_cfg["dataset"]["source"] != "gaussian_mixture"

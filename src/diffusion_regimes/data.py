@@ -1,0 +1,119 @@
+"""Data sets: the ``subset`` stage and the reader of ``data.parquet``.
+
+Convention (DESIGN.md): pixels scaled to [0, 1], resized as the recipe says,
+centred by the per-channel mean of the subset (kept in the metadata), flattened
+to float32 vectors of length ``d = C*H*W``. Labels are the class 0/1 within the
+subset (the position of the source class in the config's ``classes``).
+
+Sources:
+- ``gaussian_mixture``: n points of ``1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)`` with
+  ``m = mu_tilde * (1, ..., 1)`` (so ``|m|^2 = mu_tilde^2 d``), exactly balanced;
+  not centred (its mean is 0 by construction).
+- ``sklearn_digits``: scikit-learn's 8x8 handwritten digits (values 0..16),
+  bilinearly resized to ``size`` x ``size``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from .io import InputError, read_table
+
+SOURCES = ("gaussian_mixture", "sklearn_digits")
+
+
+def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
+                     generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    """n points (n, d) float32 of the symmetric two-Gaussian mixture and labels (n,)
+    (1 for the +m class). Exactly n//2 points in class 1, in random order."""
+    labels = torch.zeros(n, dtype=torch.int64)
+    labels[: n // 2] = 1
+    labels = labels[torch.randperm(n, generator=generator)]
+    m = torch.full((d,), float(mu_tilde))
+    x = (2 * labels[:, None] - 1).float() * m + sigma * torch.randn(n, d, generator=generator)
+    return x, labels.numpy()
+
+
+def sklearn_digits(classes: list[int], size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Digits of the given classes as images (N, 1, size, size) in [0, 1], their
+    class position in ``classes`` and their index in scikit-learn's data set."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    target = bunch.target
+    keep = np.nonzero(np.isin(target, classes))[0]
+    missing = sorted(set(classes) - set(target[keep].tolist()))
+    if missing:
+        raise InputError(f"sklearn digits have no class {missing}: use classes among 0..9")
+    img = torch.as_tensor(bunch.images[keep], dtype=torch.float32)[:, None] / 16.0
+    if size != 8:
+        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear",
+                                              align_corners=False).clamp(0.0, 1.0)
+    labels = np.array([classes.index(c) for c in target[keep]], dtype=np.int64)
+    return img, labels, keep.astype(np.int64)
+
+
+def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict]:
+    """Build the subset table (label, source_index, x) and its metadata from a
+    config ``dataset`` block."""
+    kind = dataset["source"]
+    g = torch.Generator().manual_seed(seed)
+    if kind == "gaussian_mixture":
+        x, labels = gaussian_mixture(dataset["d"], dataset["n"], dataset["mu_tilde"],
+                                     dataset["sigma"], g)
+        meta = {"shape": [dataset["d"]], "mean": [0.0], "classes": ["-m", "+m"],
+                "source": kind, "mu_tilde": dataset["mu_tilde"], "sigma": dataset["sigma"],
+                "m_direction": "ones"}
+        source_index = np.arange(len(labels), dtype=np.int64)
+    elif kind == "sklearn_digits":
+        img, labels, source_index = sklearn_digits(list(dataset["classes"]), dataset["size"])
+        mean = img.mean(dim=(0, 2, 3))
+        img = img - mean[None, :, None, None]
+        x = img.flatten(1)
+        meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(),
+                "classes": list(dataset["classes"]), "source": kind}
+    else:
+        raise InputError(f"unknown dataset source {kind!r}: use one of {SOURCES}")
+    x = x.contiguous().numpy().astype(np.float32)
+    n, d = x.shape
+    table = pa.table({
+        "label": pa.array(labels.astype(np.int8)),
+        "source_index": pa.array(source_index),
+        "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d)})
+    meta.update({"n": n, "d": d, "class_counts": np.bincount(labels, minlength=2).tolist()})
+    return table, meta
+
+
+def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Read ``data.parquet``: x (n, d) float32, labels (n,) int64, metadata."""
+    df, meta = read_table(path)
+    try:
+        d = int(meta["results"]["d"])
+        x = np.stack(df["x"].to_numpy()).astype(np.float32).reshape(-1, d).copy()
+    except (KeyError, ValueError) as err:
+        raise InputError(f"{path}: malformed subset table ({err}); delete it and re-run the "
+                         "subset stage") from None
+    return torch.from_numpy(x), torch.from_numpy(df["label"].to_numpy().astype(np.int64)), meta
+
+
+def image_shape(meta: dict) -> tuple[int, ...]:
+    """(C, H, W) of an image subset from its metadata; raises for vector data."""
+    shape = tuple(meta["results"]["shape"])
+    if len(shape) != 3:
+        raise InputError(f"data of shape {shape} are not images: a network score needs images")
+    return shape
+
+
+def gm_direction(meta: dict) -> torch.Tensor:
+    """The mixture's centre m (d,) from a gaussian_mixture subset's metadata."""
+    r = meta["results"]
+    return torch.full((int(r["d"]),), float(r["mu_tilde"]))
+
+
+def is_square(d: int) -> bool:
+    return int(math.isqrt(d)) ** 2 == d

@@ -1,0 +1,137 @@
+"""The one way to write and read files: atomic, with metadata.
+
+Tables are Parquet (pyarrow) with a JSON metadata entry under the key
+``diffusion_regimes``; model state is a ``.pt`` checkpoint holding only tensors
+and plain Python values, loaded with ``torch.load(..., weights_only=True)``.
+Every file is written to a temporary name in the destination folder and
+renamed when complete, so a killed job never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from . import __version__
+
+METADATA_KEY = b"diffusion_regimes"
+
+
+class InputError(RuntimeError):
+    """Bad input (config, data file, checkpoint): the message is one line that
+    names the problem and the fix."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy / torch scalars and arrays to JSON-friendly values (NaN -> None)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().numpy())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def make_metadata(stage: str, config: dict | None = None, seed: int | None = None,
+                  results: dict | None = None, **extra: Any) -> dict:
+    """Standard metadata: stage, package version, config subset, seed, scalar results."""
+    meta = {"stage": stage, "version": __version__, "config": config or {}, "seed": seed,
+            "results": results or {}}
+    meta.update(extra)
+    return _jsonable(meta)
+
+
+def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: dict) -> None:
+    """Write a Parquet table atomically with ``metadata`` under ``diffusion_regimes``."""
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    existing = table.schema.metadata or {}
+    table = table.replace_schema_metadata(
+        {**existing, METADATA_KEY: json.dumps(_jsonable(metadata), sort_keys=True).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``diffusion_regimes`` metadata of a Parquet file written by :func:`write_table`."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err}); delete it and re-run "
+                         "the stage that makes it") from None
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise InputError(f"{path}: no '{METADATA_KEY.decode()}' metadata; it was not written "
+                         "by diffusion-regimes, delete it and re-run the stage that makes it")
+    return json.loads(raw)
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Read a table and its metadata."""
+    meta = read_metadata(path)
+    try:
+        df = pq.read_table(path, columns=columns).to_pandas()
+    except (OSError, pa.ArrowInvalid, KeyError) as err:
+        raise InputError(f"{path}: cannot read columns {columns} ({err}); delete it and re-run "
+                         "the stage that makes it") from None
+    return df, meta
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """Save a checkpoint (tensors and plain values only) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """Load a checkpoint safely (``weights_only=True``): a file from elsewhere never runs code.
+
+    Raises :class:`InputError` (one line) when the file is missing, corrupt, not
+    a plain checkpoint, or lacks one of the ``required`` keys.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: checkpoint not found; run the stage that makes it")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt / unsafe files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: not a loadable checkpoint ({first[:200]}); delete it and "
+                         "re-run the stage that makes it") from None
+    if not isinstance(obj, dict) or any(k not in obj for k in required):
+        raise InputError(f"{path}: checkpoint lacks keys {list(required)}; it was not written by "
+                         "this version of diffusion-regimes, delete it and re-run its stage")
+    return obj

@@ -1,0 +1,144 @@
+"""Networks: a DDPM-style U-Net (Ho et al. 2020) predicting the noise, and a
+small CNN classifier.
+
+The U-Net is configured by ``channels`` (base width), ``channel_mult`` (one
+entry per resolution), ``num_res_blocks``, ``attention_resolutions`` (indices of
+the resolutions with self-attention, 0 = input resolution) and ``dropout``; the
+paper's network is base 64, mult (1, 2, 4, 4), two blocks, attention at
+resolutions 1 and 2, dropout 0.1. It is conditioned on the OU time t through a
+sinusoidal embedding of ``TIME_SCALE * t`` (1000 DDPM steps span t in [0, 5]).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+TIME_SCALE = 200.0
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding (B, dim) of OU times t (B,)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (TIME_SCALE * t.float())[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], 1)
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, c // 4) if c >= 4 else 1, c)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, temb: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb = nn.Linear(temb, cout)
+        self.norm2, self.drop = _norm(cout), nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm, self.qkv, self.out = _norm(c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """DDPM U-Net ``eps(x: (B, C, H, W), t: (B,)) -> (B, C, H, W)``; H, W divisible by
+    ``2**(len(channel_mult) - 1)``."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 64, channel_mult: tuple = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attention_resolutions: tuple = (1, 2),
+                 dropout: float = 0.1):
+        super().__init__()
+        temb = 4 * channels
+        self.channels = channels
+        self.time_mlp = nn.Sequential(nn.Linear(channels, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, c = [channels], channels
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                block = nn.ModuleList([ResBlock(c, channels * mult, temb, dropout)])
+                c = channels * mult
+                if level in attention_resolutions:
+                    block.append(Attention(c))
+                self.down.append(block)
+                skips.append(c)
+            if level < len(channel_mult) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(c, c, 3, stride=2, padding=1)]))
+                skips.append(c)
+        self.mid = nn.ModuleList([ResBlock(c, c, temb, dropout), Attention(c),
+                                  ResBlock(c, c, temb, dropout)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                block = nn.ModuleList([ResBlock(c + skips.pop(), channels * mult, temb, dropout)])
+                c = channels * mult
+                if level in attention_resolutions:
+                    block.append(Attention(c))
+                if level > 0 and i == num_res_blocks:
+                    block.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                    block.append(nn.Conv2d(c, c, 3, padding=1))
+                self.up.append(block)
+        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
+
+    @staticmethod
+    def _apply(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in block:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return h
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.channels))
+        h = self.inp(x)
+        hs = [h]
+        for block in self.down:
+            h = self._apply(block, h, emb)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for block in self.up:
+            h = self._apply(block, torch.cat([h, hs.pop()], 1), emb)
+        return self.out(h)
+
+
+class SmallCNN(nn.Module):
+    """Classifier ``logits(x: (B, C, H, W)) -> (B, classes)``: two conv layers and a linear head."""
+
+    def __init__(self, in_channels: int = 1, classes: int = 2, width: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(2 * width * 16, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_unet(cfg: dict, in_channels: int) -> UNet:
+    """U-Net from a config ``model`` block."""
+    return UNet(in_channels, cfg["channels"], tuple(cfg["channel_mult"]), cfg["num_res_blocks"],
+                tuple(cfg["attention_resolutions"]), cfg["dropout"])
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

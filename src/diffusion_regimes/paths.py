@@ -1,0 +1,24 @@
+"""File layout of the workflow (DESIGN.md section 4), shared by the rules and the
+stages that gather files (summary, figures). Paths are relative to the
+working directory of the Snakemake run."""
+
+from __future__ import annotations
+
+RESULTS = "results"
+DATA = RESULTS + "/{exp}/data.parquet"
+SPECTRUM = RESULTS + "/{exp}/spectrum.parquet"
+MODEL = RESULTS + "/{exp}/models/{score}.pt"
+TRAIN_LOG = RESULTS + "/{exp}/models/{score}_log.parquet"
+#: resumable training state: not a declared output, survives a killed job
+TRAIN_STATE = RESULTS + "/{exp}/models/.state/{score}.pt"
+CLASSIFIER = RESULTS + "/{exp}/classifier.pt"
+CLONING = RESULTS + "/{exp}/{score}/cloning.parquet"
+SNAPSHOTS = RESULTS + "/{exp}/{score}/snapshots.parquet"
+COLLAPSE_TIMES = RESULTS + "/{exp}/{score}/collapse_times.parquet"
+PHI_C = RESULTS + "/{exp}/{score}/phi_c.parquet"
+ENTROPY = RESULTS + "/{exp}/entropy.parquet"
+THEORY = RESULTS + "/{exp}/theory.parquet"
+SUMMARY = RESULTS + "/summary.parquet"
+FIGURES = RESULTS + "/figures/{exp}"
+LOGS = "logs"
+BENCHMARKS = "benchmarks/results"

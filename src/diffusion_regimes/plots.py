@@ -1,0 +1,138 @@
+"""Figures (matplotlib, PNG) of one experiment, read from the stage outputs.
+
+- ``phi.png``: phi(t) against t/t_S for every score model, with the theory curve.
+- ``collapse.png``: f(t)/alpha with t_C marked, the histogram of measured
+  collapse times, and phi_C(t).
+- ``samples.png``: image data only: one trajectory at each branch time and the
+  final image of its clone made at that time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import paths  # noqa: E402
+from .io import atomic_path, read_metadata, read_table  # noqa: E402
+from .theory import PHI_CROSSING  # noqa: E402
+
+COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2"}
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def phi_figure(exp: str, scores: list[str], path: Path) -> None:
+    spec = read_metadata(paths.SPECTRUM.format(exp=exp))["results"]
+    t_S = spec["t_S"]
+    theory, th_meta = read_table(paths.THEORY.format(exp=exp))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    label = ("theory (Gaussian mixture)" if th_meta["results"]["phi_model"] == "gaussian_mixture"
+             else "Gaussian mixture with the same Λ")
+    ax.plot(theory["t"] / t_S, theory["phi"], "k-", lw=1.2, label=label)
+    x_max = 1.0
+    for score in scores:
+        tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
+        m = meta["results"]["t_S_measured"]
+        x_max = max(x_max, float(tab["t"].max() / t_S))
+        ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
+                    fmt="o", ms=4, capsize=2, color=COLORS.get(score),
+                    label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else score)
+    ax.axhline(PHI_CROSSING, color="grey", ls=":", lw=1)
+    ax.axvline(1.0, color="grey", ls="--", lw=1)
+    ax.set_xlim(0, 1.1 * x_max)
+    ax.set_xlabel(r"$t / t_S$")
+    ax.set_ylabel(r"$\phi(t)$: clones in the same class")
+    ax.set_title(f"{exp}: speciation, Λ = {spec['Lambda']:.4g}, $t_S$ = {t_S:.3g}")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
+    ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
+    er = emeta["results"]
+    alpha = er["alpha"]
+    theory, tmeta = read_table(paths.THEORY.format(exp=exp))
+    t_C_th = tmeta["results"].get("t_C")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ax = axes[0]
+    ax.errorbar(ent["t"], ent["f"] / alpha, yerr=ent["f_se"] / alpha, fmt="o", ms=3, label="Monte Carlo f(t)/α")
+    if theory["f"].notna().any():
+        ok = theory["f"].notna()
+        ax.plot(theory["t"][ok], theory["f"][ok].astype(float) / alpha, "k-", lw=1.2, label="closed form")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(er["level"] / alpha, color="grey", ls=":", lw=1, label="level log(2)/(dα)")
+    if er["t_C"] is not None:
+        ax.axvline(er["t_C"], color="C3", ls="--", label=f"$t_C$ entropy = {er['t_C']:.3g}")
+    if t_C_th is not None:
+        ax.axvline(t_C_th, color="k", ls=":", label=f"$t_C$ theory = {t_C_th:.3g}")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.3, 1.2)
+    ax.set_xlabel("t")
+    ax.set_ylabel("f(t) / α")
+    ax.set_title(f"{exp}: excess entropy, α = {alpha:.3g}")
+    ax.legend(fontsize=7)
+    for score in scores:
+        tab, meta = read_table(paths.COLLAPSE_TIMES.format(exp=exp, score=score))
+        axes[1].hist(tab["t_collapse"], bins=30, alpha=0.5, color=COLORS.get(score),
+                     label=f"{score}: mean {meta['results']['t_C_measured']:.3g}")
+        phi_c, _ = read_table(paths.PHI_C.format(exp=exp, score=score))
+        axes[2].errorbar(phi_c["t"], phi_c["phi_c"], yerr=phi_c["phi_c_se"], fmt="o-", ms=3,
+                         color=COLORS.get(score), label=score)
+    for ax in axes[1:]:
+        if er["t_C"] is not None:
+            ax.axvline(er["t_C"], color="C3", ls="--", lw=1)
+        if t_C_th is not None:
+            ax.axvline(t_C_th, color="k", ls=":", lw=1)
+    axes[1].set_xlabel("collapse time of a trajectory")
+    axes[1].set_ylabel("trajectories")
+    axes[1].set_title("measured collapse times")
+    axes[2].set_xlabel("t")
+    axes[2].set_ylabel(r"$\phi_C(t)$: clones on the same training point")
+    axes[2].set_title("collapse by cloning")
+    for ax in axes[1:]:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def samples_figure(exp: str, scores: list[str], path: Path) -> None:
+    data_meta = read_metadata(paths.DATA.format(exp=exp))["results"]
+    shape, mean = data_meta["shape"], np.asarray(data_meta["mean"], dtype=np.float32)
+    fig_rows = []
+    for score in scores:
+        tab, _ = read_table(paths.SNAPSHOTS.format(exp=exp, score=score))
+        fig_rows.append((score, tab))
+    K = int((fig_rows[0][1]["kind"] == "trunk").sum())
+    fig, axes = plt.subplots(2 * len(fig_rows), K + 1, figsize=(1.2 * (K + 1), 2.6 * len(fig_rows)),
+                             squeeze=False)
+
+    def show(ax, vec):
+        img = np.asarray(vec, dtype=np.float32).reshape(shape) + mean[:, None, None]
+        img = np.clip(img.transpose(1, 2, 0), 0, 1)
+        ax.imshow(img[..., 0] if shape[0] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    for r, (score, tab) in enumerate(fig_rows):
+        trunk = tab[tab["kind"] == "trunk"].sort_values("t", ascending=False)
+        clones = tab[tab["kind"] == "clone_final"].sort_values("t", ascending=False)
+        final = tab[tab["kind"] == "trunk_final"].iloc[0]
+        for k in range(K):
+            show(axes[2 * r, k], trunk["x"].iloc[k])
+            axes[2 * r, k].set_title(f"t={trunk['t'].iloc[k]:.2f}", fontsize=7)
+            show(axes[2 * r + 1, k], clones["x"].iloc[k])
+        show(axes[2 * r, K], final["x"])
+        axes[2 * r, K].set_title("final", fontsize=7)
+        axes[2 * r + 1, K].axis("off")
+        axes[2 * r, 0].set_ylabel(f"{score}\ntrajectory", fontsize=8)
+        axes[2 * r + 1, 0].set_ylabel("its clone\n(final)", fontsize=8)
+    fig.suptitle(f"{exp}: one trajectory, and the end of its clone made at each time", fontsize=9)
+    _save(fig, path)

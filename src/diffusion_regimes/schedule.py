@@ -1,0 +1,106 @@
+"""The one time convention of the project, and every schedule array.
+
+Forward process: the Ornstein-Uhlenbeck process ``dx = -x dt + sqrt(2) dW``, so
+``x(t) = a e^{-t} + sqrt(Delta_t) z`` with ``Delta_t = 1 - e^{-2t}``. Every
+column named ``t`` in the project is this OU time.
+
+A DDPM discrete schedule (linear beta, Ho et al. 2020) maps to OU time through
+``abar_k = e^{-2 t_k}``, i.e. ``t_k = -1/2 log abar_k``. Schedule arrays are
+float64; :func:`gather` is the one helper that reads per-step values.
+
+Sampling grids are decreasing arrays of OU times ``t_0 = T > t_1 > ... > t_K``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+DDPM_STEPS = 1000
+DDPM_BETA_MIN = 1e-4
+DDPM_BETA_MAX = 2e-2
+
+
+def delta(t: float | np.ndarray | torch.Tensor):
+    """Noise variance ``Delta_t = 1 - e^{-2t}`` of the OU process at time t."""
+    if isinstance(t, torch.Tensor):
+        return -torch.expm1(-2.0 * t)
+    if isinstance(t, np.ndarray):
+        return -np.expm1(-2.0 * t)
+    return -math.expm1(-2.0 * t)
+
+
+def ddpm_betas(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
+               beta_max: float = DDPM_BETA_MAX) -> np.ndarray:
+    """Linear DDPM betas, shape (steps,), float64; index k-1 holds beta_k."""
+    return np.linspace(beta_min, beta_max, steps, dtype=np.float64)
+
+
+def ddpm_alpha_bar(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
+                   beta_max: float = DDPM_BETA_MAX) -> np.ndarray:
+    """Cumulative products ``abar_k``, shape (steps,), float64 (k = 1..steps)."""
+    return np.cumprod(1.0 - ddpm_betas(steps, beta_min, beta_max))
+
+
+def ddpm_times(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
+               beta_max: float = DDPM_BETA_MAX) -> np.ndarray:
+    """OU times ``t_k = -1/2 log abar_k`` of DDPM steps k = 1..steps, increasing."""
+    return -0.5 * np.log(ddpm_alpha_bar(steps, beta_min, beta_max))
+
+
+def gather(values: np.ndarray | torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Per-sample schedule values ``values[step - 1]`` (DDPM steps are 1-based).
+
+    ``values``: (steps,) schedule array; ``step``: (B,) int64 in 1..steps.
+    Returns a float32 tensor of shape (B,) on ``step``'s device.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64, device=step.device)
+    return v[step - 1].to(torch.float32)
+
+
+def ou_to_ddpm_step(t: np.ndarray | float, steps: int = DDPM_STEPS) -> np.ndarray:
+    """Nearest DDPM step index (1..steps) for OU time(s) t."""
+    times = ddpm_times(steps)
+    idx = np.searchsorted(times, np.asarray(t, dtype=np.float64))
+    idx = np.clip(idx, 1, steps - 1)
+    left, right = times[idx - 1], times[idx]
+    t_arr = np.asarray(t, dtype=np.float64)
+    nearest = np.where(np.abs(t_arr - left) <= np.abs(right - t_arr), idx - 1, idx)
+    return nearest + 1
+
+
+def time_grid(kind: str, steps: int, T: float | None = None, t_end: float = 1e-3) -> np.ndarray:
+    """Decreasing grid of OU times from ``T`` down to ``t_end`` with ``steps`` steps.
+
+    kind:
+      - ``uniform``: linear in t.
+      - ``log_snr``: linear in ``log(e^{2t} - 1)`` (log noise-to-signal ratio):
+        uniform in t at large t, geometric near t = 0 where scores are stiff.
+      - ``ddpm``: the DDPM times t_k (linear beta, 1000 steps), evenly respaced
+        to ``steps`` steps from the last one down to step 1; ``T`` and ``t_end``
+        are set by the schedule and must be left as None / default.
+    Returns float64 array of shape (steps + 1,).
+    """
+    if steps < 1:
+        raise ValueError(f"time grid needs steps >= 1, got {steps}")
+    if kind == "ddpm":
+        times = ddpm_times()
+        idx = np.unique(np.round(np.linspace(len(times) - 1, 0, steps + 1)).astype(int))[::-1]
+        return times[idx].copy()
+    if T is None or not T > t_end > 0:
+        raise ValueError(f"time grid needs T > t_end > 0, got T={T}, t_end={t_end}")
+    if kind == "uniform":
+        return np.linspace(T, t_end, steps + 1)
+    if kind == "log_snr":
+        lam = np.linspace(math.log(math.expm1(2 * T)), math.log(math.expm1(2 * t_end)), steps + 1)
+        return 0.5 * np.log1p(np.exp(lam))
+    raise ValueError(f"unknown time grid kind {kind!r}: use 'uniform', 'log_snr' or 'ddpm'")
+
+
+def speciation_time(Lambda: float) -> float:
+    """Speciation time ``t_S = 1/2 log Lambda`` (Lambda: top covariance eigenvalue)."""
+    if Lambda <= 0:
+        raise ValueError(f"Lambda must be positive, got {Lambda}")
+    return 0.5 * math.log(Lambda)

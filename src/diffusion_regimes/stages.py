@@ -1,0 +1,278 @@
+"""The workflow's stages: one function per Snakemake rule.
+
+Each stage takes ``input`` and ``output`` mappings (rule name -> path) and its
+hyperparameters as keyword arguments (the rule's ``params``), reads its inputs,
+computes, and writes its outputs atomically with metadata
+(:mod:`diffusion_regimes.io`). Rules only wire files to these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from . import paths
+from .cloning import agreement_table, clone_shared_trunk
+from .collapse import collapse_table, track_nearest
+from .config import MEMORISING_SCORES, NETWORK_SCORES
+from .data import gm_direction, image_shape, load_subset, make_subset
+from .entropy import collapse_level, entropy_collapse_time, excess_entropy
+from .io import InputError, load_checkpoint, make_metadata, read_metadata, read_table, save_checkpoint, write_table
+from .models import SmallCNN, build_unet, count_parameters
+from .sampling import Sampler
+from .schedule import speciation_time
+from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
+from .spectrum import bulk_variance, covariance_eigenvalues, spectrum_table
+from .theory import PHI_CROSSING, equivalent_mixture, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
+from .training import classifier_labeller, train_classifier, train_unet
+
+log = logging.getLogger("diffusion_regimes")
+
+
+def derive_seed(seed: int, *names: str) -> int:
+    """A 63-bit seed for one stage, derived from the master seed and names."""
+    h = hashlib.sha256(":".join([str(seed), *names]).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def _generator(seed: int, *names: str) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, *names))
+
+
+# ----------------------------------------------------------------------------- data
+def subset(input: dict, output: dict, dataset: dict, seed: int) -> None:
+    table, meta = make_subset(dataset, derive_seed(seed, "subset"))
+    write_table(table, output["data"], make_metadata("subset", {"dataset": dataset}, seed, meta))
+    log.info("subset: n=%d d=%d classes=%s", meta["n"], meta["d"], meta["class_counts"])
+
+
+def spectrum(input: dict, output: dict, top: int = 512) -> None:
+    x, _, meta = load_subset(input["data"])
+    ev = covariance_eigenvalues(x)
+    Lambda = float(ev[0])
+    results = {"Lambda": Lambda, "t_S": speciation_time(Lambda), "trace": float(ev.sum()),
+               "bulk_variance": bulk_variance(ev, x.shape[1]), "n": x.shape[0], "d": x.shape[1],
+               "channels": "all"}
+    write_table(spectrum_table(ev[:top]), output["spectrum"],
+                make_metadata("spectrum", {"top": top}, None, results))
+    log.info("spectrum: Lambda=%.4g t_S=%.4g", Lambda, results["t_S"])
+
+
+# ----------------------------------------------------------------------------- models
+def train(input: dict, output: dict, model: dict, train: dict, seed: int, state: str,
+          progress: bool = True) -> None:
+    x, _, meta = load_subset(input["data"])
+    shape = image_shape(meta)
+    net, loss_log = train_unet(x, shape, model, train, derive_seed(seed, "train"), state, progress)
+    cfg = {"model": model, "train": train}
+    results = {"parameters": count_parameters(net), "final_loss": float(loss_log["loss"].tail(100).mean()),
+               "steps": int(loss_log["step"].iloc[-1])}
+    write_table(loss_log, output["log"], make_metadata("train", cfg, seed, results))
+    save_checkpoint({"state_dict": net.state_dict(), "model": model, "shape": list(shape),
+                     "metadata": make_metadata("train", cfg, seed, results)}, output["model"])
+    log.info("train: %d parameters, final loss %.4f", results["parameters"], results["final_loss"])
+
+
+def classifier(input: dict, output: dict, classifier: dict, seed: int, progress: bool = True) -> None:
+    x, labels, meta = load_subset(input["data"])
+    shape = image_shape(meta)
+    net, acc, n_test = train_classifier(x, labels, shape, classifier, derive_seed(seed, "classifier"),
+                                        progress)
+    results = {"accuracy": acc, "n_test": n_test, "parameters": count_parameters(net)}
+    save_checkpoint({"state_dict": net.state_dict(), "width": classifier["width"], "shape": list(shape),
+                     "accuracy": acc, "metadata": make_metadata("classifier", classifier, seed, results)},
+                    output["classifier"])
+    log.info("classifier: held-out accuracy %.4f on %d images", acc, n_test)
+
+
+def _load_score(score: str, x: torch.Tensor, meta: dict, block: int, model_path: str | None):
+    if score == "exact":
+        return GaussianMixtureScore(gm_direction(meta), meta["results"]["sigma"])
+    if score == "empirical":
+        return EmpiricalScore(x, block)
+    if score in NETWORK_SCORES:
+        ckpt = load_checkpoint(model_path, required=("state_dict", "model", "shape"))
+        net = build_unet(ckpt["model"], ckpt["shape"][0])
+        try:
+            net.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as err:
+            raise InputError(f"{model_path}: weights do not fit the model it describes "
+                             f"({str(err).splitlines()[0][:120]}); delete it and re-run train") from None
+        return NetworkScore(net, tuple(ckpt["shape"]))
+    raise InputError(f"unknown score model {score!r}")
+
+
+def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float):
+    if meta["results"]["source"] == "gaussian_mixture":
+        return GaussianMixtureScore(gm_direction(meta), meta["results"]["sigma"]).classify
+    ckpt = load_checkpoint(classifier_path, required=("state_dict", "width", "shape", "accuracy"))
+    if ckpt["accuracy"] < min_accuracy:
+        raise InputError(f"{classifier_path}: classifier held-out accuracy {ckpt['accuracy']:.3f} is "
+                         f"below classifier.min_accuracy={min_accuracy}; train it longer "
+                         "(classifier.epochs) or lower the threshold")
+    shape = tuple(ckpt["shape"])
+    net = SmallCNN(shape[0], 2, ckpt["width"])
+    net.load_state_dict(ckpt["state_dict"])
+    return classifier_labeller(net.eval(), shape)
+
+
+def _sampler_for(score: str, sampler: dict, network_sampler: dict) -> tuple[Sampler, dict]:
+    cfg = network_sampler if score in NETWORK_SCORES else sampler
+    return Sampler.from_config(cfg), cfg
+
+
+# ----------------------------------------------------------------------------- cloning
+def cloning(input: dict, output: dict, score: str, cloning: dict, sampler: dict,
+            network_sampler: dict, block: int, min_accuracy: float, seed: int) -> None:
+    x, _, meta = load_subset(input["data"])
+    spec = read_metadata(input["spectrum"])["results"]
+    fn = _load_score(score, x, meta, block, input.get("model"))
+    label = _labeller(meta, input.get("classifier"), min_accuracy)
+    samp, samp_cfg = _sampler_for(score, sampler, network_sampler)
+    t_S = spec["t_S"]
+    branch = np.asarray(cloning["branch_times"]) * t_S
+    g = _generator(seed, "cloning", score)
+    res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label, g)
+    table, cross = agreement_table(res.times, res.agree, cloning["n_bootstrap"],
+                                   derive_seed(seed, "bootstrap", score))
+    results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"],
+               "t_S": t_S, "Lambda": spec["Lambda"], "level": PHI_CROSSING,
+               "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
+                   samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
+    cfg = {"cloning": cloning, "sampler": samp_cfg, "score": score}
+    write_table(table, output["cloning"], make_metadata("cloning", cfg, seed, results))
+    snaps = res.snapshots
+    K = len(res.times)
+    rows = pd.DataFrame({
+        "t": np.concatenate([res.times, res.times, [samp.grid[-1]]]),
+        "kind": ["trunk"] * K + ["clone_final"] * K + ["trunk_final"],
+        "branch_t": np.concatenate([res.times, res.times, [np.nan]])})
+    flat = np.concatenate([snaps["trunk"], snaps["clone_final"], snaps["trunk_final"][None]]).astype(np.float32)
+    tab = pa.Table.from_pandas(rows, preserve_index=False).append_column(
+        "x", pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]))
+    write_table(tab, output["snapshots"], make_metadata("cloning", cfg, seed, {"shape": meta["results"]["shape"]}))
+    log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d", score, results["t_S_measured"], t_S, res.nfe)
+
+
+# ----------------------------------------------------------------------------- collapse
+def collapse(input: dict, output: dict, score: str, collapse: dict, sampler: dict,
+             network_sampler: dict, block: int, seed: int) -> None:
+    x, _, meta = load_subset(input["data"])
+    spec = read_metadata(input["spectrum"])["results"]
+    fn = _load_score(score, x, meta, block, input.get("model"))
+    train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
+    samp, samp_cfg = _sampler_for(score, sampler, network_sampler)
+    g = _generator(seed, "collapse", score)
+    times, nearest, d_star = track_nearest(fn, samp, train_set, collapse["n_trajectories"], g,
+                                           collapse["track_every"])
+    table = collapse_table(times, nearest, d_star)
+    t_end = float(samp.grid[-1])
+
+    def nearest_label(xf: torch.Tensor) -> torch.Tensor:
+        return train_set.nearest(xf, t_end)[0]
+
+    branch = np.asarray(collapse["branch_times"]) * spec["t_S"]
+    res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label, g)
+    phi, _ = agreement_table(res.times, res.agree, collapse["n_bootstrap"],
+                             derive_seed(seed, "bootstrap-collapse", score), level=None)
+    phi_c = phi.rename(columns={"phi": "phi_c", "phi_se": "phi_c_se", "phi_lo": "phi_c_lo",
+                                "phi_hi": "phi_c_hi"})
+    tc = table["t_collapse"].to_numpy()
+    results = {"t_C_measured": float(tc.mean()), "t_C_measured_se": float(tc.std(ddof=1) / math.sqrt(len(tc)))
+               if len(tc) > 1 else float("nan"), "t_C_median": float(np.median(tc)),
+               "nfe": res.nfe, "d_star_mean": float(table["d_star"].mean()),
+               "distinct_final_points": int(table["nearest_index"].nunique())}
+    cfg = {"collapse": collapse, "sampler": samp_cfg, "score": score}
+    write_table(table, output["times"], make_metadata("collapse", cfg, seed, results))
+    write_table(phi_c, output["phi_c"], make_metadata("collapse", cfg, seed, results))
+    log.info("collapse %s: mean t_collapse %.4g", score, results["t_C_measured"])
+
+
+# ----------------------------------------------------------------------------- entropy / theory
+def entropy(input: dict, output: dict, entropy: dict, block: int, seed: int, progress: bool = True) -> None:
+    x, _, _ = load_subset(input["data"])
+    t = np.geomspace(entropy["t_min"], entropy["t_max"], entropy["n_t"])
+    table = excess_entropy(EmpiricalScore(x, block), t, entropy["n_samples"],
+                           _generator(seed, "entropy"), progress=progress)
+    n, d = x.shape
+    results = {"alpha": math.log(n) / d, "t_C": entropy_collapse_time(table, d),
+               "level": collapse_level(d), "n": n, "d": d}
+    write_table(table, output["entropy"], make_metadata("entropy", entropy, seed, results))
+    log.info("entropy: alpha=%.4g t_C=%.4g", results["alpha"], results["t_C"])
+
+
+def theory(input: dict, output: dict, theory: dict) -> None:
+    _, _, meta = load_subset(input["data"])
+    spec = read_metadata(input["spectrum"])["results"]
+    r = meta["results"]
+    t = np.linspace(theory["t_max"] / theory["n_t"], theory["t_max"], theory["n_t"])
+    results = {"t_S": spec["t_S"], "Lambda": spec["Lambda"]}
+    if r["source"] == "gaussian_mixture":
+        n, d, mu, sigma = r["n"], r["d"], r["mu_tilde"], r["sigma"]
+        phi = gm_phi(t, mu * math.sqrt(d), sigma)
+        f = gm_excess_entropy(t, n, d, sigma)
+        lam = gm_lambda(d, mu, sigma)
+        results.update({"t_C": gm_collapse_time(n, d, sigma), "Lambda_population": lam,
+                        "t_S_population": speciation_time(lam), "phi_model": "gaussian_mixture",
+                        "alpha": math.log(n) / d})
+    else:
+        m_norm, sigma = equivalent_mixture(spec["Lambda"], spec["bulk_variance"])
+        phi = gm_phi(t, m_norm, sigma)
+        f = np.full_like(t, np.nan)
+        results.update({"t_C": None, "phi_model": "gaussian_mixture_same_Lambda",
+                        "equivalent_m_norm": m_norm, "equivalent_sigma": sigma})
+    table = pd.DataFrame({"t": t, "phi": phi, "f": pd.array(f, dtype="Float64")})
+    table["f"] = table["f"].where(np.isfinite(f), None)
+    write_table(table, output["theory"], make_metadata("theory", theory, None, results))
+
+
+# ----------------------------------------------------------------------------- summary / figures
+def _results(path: str) -> dict:
+    return read_metadata(path)["results"]
+
+
+def summary(input: dict, output: dict, experiments: dict) -> None:
+    rows = []
+    for exp, scores in experiments.items():
+        spec = _results(paths.SPECTRUM.format(exp=exp))
+        ent = _results(paths.ENTROPY.format(exp=exp))
+        th = _results(paths.THEORY.format(exp=exp))
+        for score in scores:
+            clo = _results(paths.CLONING.format(exp=exp, score=score))
+            t_c = (_results(paths.COLLAPSE_TIMES.format(exp=exp, score=score))["t_C_measured"]
+                   if score in MEMORISING_SCORES else None)
+            rows.append({"experiment": exp, "score": score, "n": spec["n"], "d": spec["d"],
+                         "Lambda": spec["Lambda"], "t_S_theory": spec["t_S"],
+                         "t_S_measured": clo["t_S_measured"], "t_C_entropy": ent["t_C"],
+                         "t_C_measured": t_c,
+                         "t_C_theory_gm": th["t_C"] if th.get("phi_model") == "gaussian_mixture" else None})
+    df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_C_measured": "Float64",
+                                    "t_C_theory_gm": "Float64", "t_S_measured": "float64",
+                                    "t_C_entropy": "float64"})
+    write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        log.info("summary:\n%s", df.to_string(index=False))
+
+
+def figures(input: dict, output: dict, exp: str, scores: list[str]) -> None:
+    from . import plots
+
+    plots.phi_figure(exp, scores, Path(output["phi"]))
+    plots.collapse_figure(exp, [s for s in scores if s in MEMORISING_SCORES], Path(output["collapse"]))
+
+
+def samples(input: dict, output: dict, exp: str, scores: list[str]) -> None:
+    from . import plots
+
+    plots.samples_figure(exp, scores, Path(output["samples"]))
+
+
+def read_summary(path: str = paths.SUMMARY) -> pd.DataFrame:
+    return read_table(path)[0]

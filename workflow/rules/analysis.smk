@@ -1,0 +1,57 @@
+rule entropy:
+    input:
+        data=paths.DATA,
+    output:
+        entropy=paths.ENTROPY,
+    params:
+        entropy=entropy_params,
+        block=block_param,
+        seed=config["seed"],
+    log:
+        log_path("entropy"),
+    benchmark:
+        bench_path("entropy")
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/stage.py"
+
+
+rule theory:
+    input:
+        data=paths.DATA,
+        spectrum=paths.SPECTRUM,
+    output:
+        theory=paths.THEORY,
+    params:
+        theory=theory_params,
+    log:
+        log_path("theory"),
+    benchmark:
+        bench_path("theory")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/stage.py"
+
+
+rule summary:
+    input:
+        summary_inputs,
+    output:
+        summary=report(
+            paths.SUMMARY, caption="../report/summary.rst", category="Summary"
+        ),
+    params:
+        experiments=experiments_param,
+    log:
+        f"{paths.LOGS}/summary.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/summary.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/stage.py"

@@ -1,0 +1,140 @@
+# Helpers of the rules: paths, per-rule params and inputs. No logic beyond wiring.
+from diffusion_regimes import paths
+from diffusion_regimes.config import MEMORISING_SCORES, NETWORK_SCORES, needs_classifier
+
+EXPERIMENTS = config["experiments"]
+STAGE = "workflow/scripts/stage.py"
+
+
+wildcard_constraints:
+    exp="|".join(EXPERIMENTS),
+    score="exact|empirical|unet",
+
+
+def exp_cfg(wildcards):
+    return EXPERIMENTS[wildcards.exp]
+
+
+def log_path(stage, per_score=False):
+    return f"{paths.LOGS}/{{exp}}/" + ("{score}/" if per_score else "") + f"{stage}.log"
+
+
+def bench_path(stage, per_score=False):
+    return f"{paths.BENCHMARKS}/{{exp}}/" + ("{score}/" if per_score else "") + f"{stage}.tsv"
+
+
+def is_image(exp):
+    return EXPERIMENTS[exp]["dataset"]["source"] != "gaussian_mixture"
+
+
+# ---- params: every hyperparameter reaches a rule through params
+def dataset_params(wildcards):
+    return exp_cfg(wildcards)["dataset"]
+
+
+def model_params(wildcards):
+    return exp_cfg(wildcards)["model"]
+
+
+def train_params(wildcards):
+    return exp_cfg(wildcards)["train"]
+
+
+def classifier_params(wildcards):
+    return exp_cfg(wildcards)["classifier"]
+
+
+def min_accuracy_param(wildcards):
+    return exp_cfg(wildcards)["classifier"]["min_accuracy"]
+
+
+def cloning_params(wildcards):
+    return exp_cfg(wildcards)["cloning"]
+
+
+def collapse_params(wildcards):
+    return exp_cfg(wildcards)["collapse"]
+
+
+def sampler_params(wildcards):
+    return exp_cfg(wildcards)["sampler"] if wildcards.score not in NETWORK_SCORES else {}
+
+
+def network_sampler_params(wildcards):
+    return exp_cfg(wildcards)["network_sampler"] if wildcards.score in NETWORK_SCORES else {}
+
+
+def block_param(wildcards):
+    return exp_cfg(wildcards)["block"]
+
+
+def entropy_params(wildcards):
+    return exp_cfg(wildcards)["entropy"]
+
+
+def theory_params(wildcards):
+    return exp_cfg(wildcards)["theory"]
+
+
+def train_state(wildcards):
+    return paths.TRAIN_STATE.format(exp=wildcards.exp, score=wildcards.score)
+
+
+# ---- inputs
+def sampling_inputs(wildcards, with_classifier=True):
+    inputs = {"data": paths.DATA.format(exp=wildcards.exp),
+              "spectrum": paths.SPECTRUM.format(exp=wildcards.exp)}
+    if wildcards.score in NETWORK_SCORES:
+        inputs["model"] = paths.MODEL.format(exp=wildcards.exp, score=wildcards.score)
+    if with_classifier and needs_classifier(exp_cfg(wildcards)):
+        inputs["classifier"] = paths.CLASSIFIER.format(exp=wildcards.exp)
+    return inputs
+
+
+def collapse_inputs(wildcards):
+    return sampling_inputs(wildcards, with_classifier=False)
+
+
+def memorising(exp):
+    return [s for s in EXPERIMENTS[exp]["scores"] if s in MEMORISING_SCORES]
+
+
+def experiment_tables(exp):
+    scores = EXPERIMENTS[exp]["scores"]
+    tables = [paths.SPECTRUM.format(exp=exp), paths.ENTROPY.format(exp=exp),
+              paths.THEORY.format(exp=exp)]
+    tables += [paths.CLONING.format(exp=exp, score=s) for s in scores]
+    tables += [paths.COLLAPSE_TIMES.format(exp=exp, score=s) for s in memorising(exp)]
+    tables += [paths.PHI_C.format(exp=exp, score=s) for s in memorising(exp)]
+    return tables
+
+
+def summary_inputs(wildcards):
+    return [t for exp in EXPERIMENTS for t in experiment_tables(exp)]
+
+
+def figure_inputs(wildcards):
+    return experiment_tables(wildcards.exp)
+
+
+def samples_inputs(wildcards):
+    return [paths.DATA.format(exp=wildcards.exp)] + [
+        paths.SNAPSHOTS.format(exp=wildcards.exp, score=s) for s in EXPERIMENTS[wildcards.exp]["scores"]]
+
+
+def experiments_param(wildcards):
+    return {exp: list(cfg["scores"]) for exp, cfg in EXPERIMENTS.items()}
+
+
+def scores_param(wildcards):
+    return list(EXPERIMENTS[wildcards.exp]["scores"])
+
+
+def all_outputs():
+    outs = [paths.SUMMARY]
+    for exp in EXPERIMENTS:
+        fig = paths.FIGURES.format(exp=exp)
+        outs += [f"{fig}/phi.png", f"{fig}/collapse.png"]
+        if is_image(exp):
+            outs.append(f"{fig}/samples.png")
+    return outs

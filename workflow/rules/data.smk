@@ -1,0 +1,31 @@
+rule subset:
+    output:
+        data=paths.DATA,
+    params:
+        dataset=dataset_params,
+        seed=config["seed"],
+    log:
+        log_path("subset"),
+    benchmark:
+        bench_path("subset")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/stage.py"
+
+
+rule spectrum:
+    input:
+        data=paths.DATA,
+    output:
+        spectrum=paths.SPECTRUM,
+    log:
+        log_path("spectrum"),
+    benchmark:
+        bench_path("spectrum")
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/stage.py"

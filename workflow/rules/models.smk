@@ -1,0 +1,42 @@
+rule train:
+    input:
+        data=paths.DATA,
+    output:
+        model=paths.MODEL,
+        log=paths.TRAIN_LOG,
+    params:
+        model=model_params,
+        train=train_params,
+        seed=config["seed"],
+        state=train_state,
+    log:
+        log_path("train", per_score=True),
+    benchmark:
+        bench_path("train", per_score=True)
+    wildcard_constraints:
+        score="|".join(NETWORK_SCORES),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/stage.py"
+
+
+rule classifier:
+    input:
+        data=paths.DATA,
+    output:
+        classifier=paths.CLASSIFIER,
+    params:
+        classifier=classifier_params,
+        seed=config["seed"],
+    log:
+        log_path("classifier"),
+    benchmark:
+        bench_path("classifier")
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../scripts/stage.py"

@@ -1,0 +1,24 @@
+"""Thin wrapper: run the package's stage named like the rule, logging to the rule's log."""
+
+import logging
+import sys
+
+import torch
+
+from diffusion_regimes import stages
+from diffusion_regimes.io import InputError
+
+snakemake = globals()["snakemake"]
+real_stderr = sys.stderr
+with open(snakemake.log[0], "w", buffering=1) as log_file:
+    sys.stdout = sys.stderr = log_file
+    logging.basicConfig(stream=log_file, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", force=True)
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    try:
+        getattr(stages, snakemake.rule)(dict(snakemake.input.items()), dict(snakemake.output.items()),
+                                        **dict(snakemake.params.items()))
+    except InputError as err:
+        logging.error("%s", err)
+        print(f"diffusion-regimes: {err}", file=real_stderr)
+        sys.exit(1)
