@@ -10,7 +10,12 @@ from diffusion_regimes.config import ConfigError, validate_config
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless --configfile names another config: configs are
+# not merged, so --configfile config/paper.yaml runs only the paper's experiments.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 try:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .io import InputError
 from .schedule import delta, time_grid
 from .scores import Score
 
@@ -96,6 +97,6 @@ class Sampler:
         lo, hi = self.grid[-1], self.grid[0]
         bad = times[(times > hi) | (times < lo)]
         if len(bad):
-            raise ValueError(f"branch time {bad[0]:.4g} is outside the sampler's grid "
+            raise InputError(f"branch time {bad[0]:.4g} is outside the sampler's grid "
                              f"[{lo:.4g}, {hi:.4g}]: raise the sampler's T or lower the times")
         return np.abs(self.grid[None, :] - times[:, None]).argmin(1)

@@ -24,7 +24,15 @@ from .collapse import collapse_table, track_nearest
 from .config import MEMORISING_SCORES, NETWORK_SCORES
 from .data import gm_direction, image_shape, load_subset, make_subset
 from .entropy import collapse_level, entropy_collapse_time, excess_entropy
-from .io import InputError, load_checkpoint, make_metadata, read_metadata, read_table, save_checkpoint, write_table
+from .io import (
+    InputError,
+    load_checkpoint,
+    make_metadata,
+    read_metadata,
+    read_table,
+    save_checkpoint,
+    write_table,
+)
 from .models import SmallCNN, build_unet, count_parameters
 from .sampling import Sampler
 from .schedule import speciation_time
@@ -110,8 +118,10 @@ def _load_score(score: str, x: torch.Tensor, meta: dict, block: int, model_path:
 
 
 def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float):
+    """(labeller, held-out accuracy): the sign of the projection on m for the Gaussian
+    mixture (accuracy None), else the trained classifier, refused below ``min_accuracy``."""
     if meta["results"]["source"] == "gaussian_mixture":
-        return GaussianMixtureScore(gm_direction(meta), meta["results"]["sigma"]).classify
+        return GaussianMixtureScore(gm_direction(meta), meta["results"]["sigma"]).classify, None
     ckpt = load_checkpoint(classifier_path, required=("state_dict", "width", "shape", "accuracy"))
     if ckpt["accuracy"] < min_accuracy:
         raise InputError(f"{classifier_path}: classifier held-out accuracy {ckpt['accuracy']:.3f} is "
@@ -120,7 +130,16 @@ def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float):
     shape = tuple(ckpt["shape"])
     net = SmallCNN(shape[0], 2, ckpt["width"])
     net.load_state_dict(ckpt["state_dict"])
-    return classifier_labeller(net.eval(), shape)
+    return classifier_labeller(net.eval(), shape), float(ckpt["accuracy"])
+
+
+def _branch_times(relative: list[float], spec: dict) -> np.ndarray:
+    """Branch times in OU time from times in units of t_S; needs t_S > 0 (Lambda > 1)."""
+    if spec["t_S"] <= 0:
+        raise InputError(f"Lambda = {spec['Lambda']:.3g} <= 1 gives t_S = 1/2 log Lambda <= 0, so branch "
+                         "times in units of t_S are meaningless: raise the data's resolution "
+                         "(dataset.size) or scale")
+    return np.asarray(relative, dtype=np.float64) * spec["t_S"]
 
 
 def _sampler_for(score: str, sampler: dict, network_sampler: dict) -> tuple[Sampler, dict]:
@@ -134,16 +153,16 @@ def cloning(input: dict, output: dict, score: str, cloning: dict, sampler: dict,
     x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"])["results"]
     fn = _load_score(score, x, meta, block, input.get("model"))
-    label = _labeller(meta, input.get("classifier"), min_accuracy)
+    label, accuracy = _labeller(meta, input.get("classifier"), min_accuracy)
     samp, samp_cfg = _sampler_for(score, sampler, network_sampler)
     t_S = spec["t_S"]
-    branch = np.asarray(cloning["branch_times"]) * t_S
+    branch = _branch_times(cloning["branch_times"], spec)
     g = _generator(seed, "cloning", score)
     res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label, g)
     table, cross = agreement_table(res.times, res.agree, cloning["n_bootstrap"],
                                    derive_seed(seed, "bootstrap", score))
     results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"],
-               "t_S": t_S, "Lambda": spec["Lambda"], "level": PHI_CROSSING,
+               "t_S": t_S, "Lambda": spec["Lambda"], "level": PHI_CROSSING, "accuracy": accuracy,
                "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
                    samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
     cfg = {"cloning": cloning, "sampler": samp_cfg, "score": score}
@@ -178,7 +197,7 @@ def collapse(input: dict, output: dict, score: str, collapse: dict, sampler: dic
     def nearest_label(xf: torch.Tensor) -> torch.Tensor:
         return train_set.nearest(xf, t_end)[0]
 
-    branch = np.asarray(collapse["branch_times"]) * spec["t_S"]
+    branch = _branch_times(collapse["branch_times"], spec)
     res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label, g)
     phi, _ = agreement_table(res.times, res.agree, collapse["n_bootstrap"],
                              derive_seed(seed, "bootstrap-collapse", score), level=None)

@@ -18,7 +18,10 @@ with open(snakemake.log[0], "w", buffering=1) as log_file:
     try:
         getattr(stages, snakemake.rule)(dict(snakemake.input.items()), dict(snakemake.output.items()),
                                         **dict(snakemake.params.items()))
-    except InputError as err:
+    except InputError as err:  # bad input: one line, no traceback
         logging.error("%s", err)
         print(f"diffusion-regimes: {err}", file=real_stderr)
         sys.exit(1)
+    except BaseException:
+        logging.exception("stage %s failed", snakemake.rule)
+        raise

@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import torch
+
+from diffusion_regimes.cloning import agreement_table, clone_rerun_per_branch, clone_shared_trunk
+from diffusion_regimes.sampling import Sampler
+from diffusion_regimes.schedule import time_grid
+from diffusion_regimes.scores import GaussianMixtureScore
+from diffusion_regimes.theory import gm_lambda, gm_phi
+
+
+def test_gaussian_mixture_cloning_matches_quadrature(gen):
+    """phi(t) measured with the exact score at d = 256 agrees with the quadrature within 3 s.e."""
+    d = 256
+    m = torch.ones(d)
+    score = GaussianMixtureScore(m, 1.0)
+    samp = Sampler(time_grid("log_snr", 150, 6.0, 1e-3))
+    t_s = 0.5 * math.log(gm_lambda(d, 1.0, 1.0))
+    res = clone_shared_trunk(score, samp, t_s * np.array([0.6, 0.85, 1.0, 1.15, 1.4]), 2000, d,
+                             score.classify, gen)
+    table, cross = agreement_table(res.times, res.agree, 300, 0)
+    theory = gm_phi(table["t"].to_numpy(), math.sqrt(d), 1.0)
+    z = np.abs(table["phi"] - theory) / np.maximum(table["phi_se"], 1e-3)
+    assert (z < 3).all(), table.assign(theory=theory, z=z)
+    assert abs(cross["crossing"] / t_s - 1) < 0.05
+
+
+def test_shared_trunk_nfe_and_equivalence(gen):
+    d = 8
+    score = GaussianMixtureScore(torch.full((d,), 2.0), 1.0)
+    samp = Sampler(time_grid("uniform", 40, 4.0, 1e-2))
+    bt = np.array([0.5, 1.0, 2.0, 3.0])
+    idx = samp.snap(bt)
+    P = 50
+    shared = clone_shared_trunk(score, samp, bt, P, d, score.classify, gen, pair_batch=20)
+    rerun = clone_rerun_per_branch(score, samp, bt, P, d, score.classify, gen)
+    K = samp.steps
+    assert shared.nfe == P * (K + sum(K - i for i in idx))
+    assert rerun.nfe == P * sum(K + (K - i) for i in idx)
+    assert shared.agree.shape == rerun.agree.shape == (4, P)
+    np.testing.assert_allclose(shared.times, rerun.times)
+    assert shared.snapshots["trunk"].shape == (4, d) and shared.snapshots["clone_final"].shape == (4, d)
+
+
+def test_clone_at_end_of_grid_always_agrees(gen):
+    d = 4
+    score = GaussianMixtureScore(torch.full((d,), 1.0), 1.0)
+    samp = Sampler(time_grid("uniform", 20, 3.0, 1e-3))
+    res = clone_shared_trunk(score, samp, np.array([1e-3, 2.9]), 30, d, score.classify, gen)
+    assert res.agree[0].all()  # clone made at the last grid time is the trunk itself
+
+
+def test_agreement_table_bootstrap():
+    agree = np.zeros((2, 400), dtype=bool)
+    agree[0, :300] = True
+    agree[1, :100] = True
+    table, cross = agreement_table(np.array([1.0, 2.0]), agree, 400, 0, level=0.5)
+    np.testing.assert_allclose(table["phi"], [0.75, 0.25])
+    np.testing.assert_allclose(table["phi_se"], np.sqrt([0.75 * 0.25 / 400] * 2), rtol=0.2)
+    assert (table["phi_lo"] < table["phi"]).all() and (table["phi_hi"] > table["phi"]).all()
+    assert cross["crossing"] == 1.5

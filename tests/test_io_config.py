@@ -1,0 +1,66 @@
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from diffusion_regimes.config import ConfigError, load_config, validate_config
+from diffusion_regimes.io import InputError, load_checkpoint, read_table, save_checkpoint, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_table_roundtrip_with_metadata(tmp_path):
+    df = pd.DataFrame({"t": [0.1, 0.2], "phi": [0.9, 0.6]})
+    write_table(df, tmp_path / "a.parquet", {"results": {"x": float("nan"), "y": 2}})
+    back, meta = read_table(tmp_path / "a.parquet")
+    pd.testing.assert_frame_equal(back, df)
+    assert meta == {"results": {"x": None, "y": 2}}
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_corrupt_and_unsafe_checkpoints_give_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError) as err:
+        load_checkpoint(bad)
+    assert "\n" not in str(err.value) and "bad.pt" in str(err.value)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    unsafe = tmp_path / "unsafe.pt"
+    unsafe.write_bytes(pickle.dumps({"x": Evil()}))
+    with pytest.raises(InputError, match="unsafe.pt"):
+        load_checkpoint(unsafe)
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    save_checkpoint({"a": torch.ones(2)}, tmp_path / "ok.pt")
+    with pytest.raises(InputError, match="lacks keys"):
+        load_checkpoint(tmp_path / "ok.pt", required=("state_dict",))
+
+
+def test_default_and_test_configs_validate():
+    for path in ["config/config.yaml", "tests/tiny_config.yaml"]:
+        cfg = load_config(ROOT / path)
+        assert cfg["experiments"]["gmm"]["cloning"]["n_bootstrap"] >= 2
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["experiments"]["gmm"]["cloning"].update(n_pair=3), "experiments.gmm.cloning: unknown key 'n_pair'"),
+    (lambda c: c["experiments"]["gmm"]["dataset"].update(d=-4), "experiments.gmm.dataset.d"),
+    (lambda c: c["experiments"]["gmm"]["dataset"].update(size=16), "unknown key 'size'"),
+    (lambda c: c["experiments"]["gmm"].update(scores=["unet"]), "experiments.gmm.scores"),
+    (lambda c: c["experiments"]["digits"]["sampler"].update(method="rk4"), "experiments.digits.sampler.method"),
+    (lambda c: c.update(colour="red"), "unknown key 'colour'"),
+    (lambda c: c["experiments"]["gmm"]["cloning"].update(branch_times=[2.0, 1.0]), "increasing order"),
+])
+def test_bad_config_one_line_error(edit, words):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    edit(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert words in str(err.value) and "\n" not in str(err.value)

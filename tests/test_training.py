@@ -1,0 +1,38 @@
+import torch
+
+from diffusion_regimes.data import sklearn_digits
+from diffusion_regimes.models import UNet, count_parameters
+from diffusion_regimes.training import learning_rate, train_classifier, train_unet
+
+MODEL = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [1],
+         "dropout": 0.1}
+TRAIN = {"steps": 8, "batch_size": 8, "lr": 1e-3, "lr_decay": 0.5, "lr_decay_epochs": 1, "checkpoint_every": 4}
+
+
+def test_resumed_training_ends_with_the_same_weights(tmp_path, gen):
+    x = torch.randn(20, 64, generator=gen)
+    straight, log1 = train_unet(x, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "a.pt", progress=False)
+    train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "steps": 4}, 7, tmp_path / "b.pt", progress=False)
+    resumed, log2 = train_unet(x, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "b.pt", progress=False)
+    for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert log1.equals(log2) and list(log1["step"]) == list(range(1, 9))
+
+
+def test_learning_rate_schedule():
+    cfg = {"lr": 1e-4, "lr_decay": 0.98, "lr_decay_epochs": 50, "batch_size": 100}
+    assert learning_rate(0, cfg, 1000) == 1e-4
+    assert learning_rate(499, cfg, 1000) == 1e-4  # epoch 49
+    assert abs(learning_rate(500, cfg, 1000) - 0.98e-4) < 1e-12  # epoch 50
+
+
+def test_paper_unet_size():
+    assert abs(count_parameters(UNet(3, 64, (1, 2, 4, 4), 2, (1, 2), 0.1)) - 25.7e6) < 0.1e6
+
+
+def test_classifier_reaches_threshold_on_digits():
+    img, labels, _ = sklearn_digits([1, 8], 16)
+    x = (img - img.mean()).flatten(1)
+    cfg = {"width": 16, "epochs": 100, "batch_size": 64, "lr": 2e-3, "holdout": 0.2, "noise": 0.05}
+    _, acc, n_test = train_classifier(x, torch.as_tensor(labels), (1, 16, 16), cfg, 0, progress=False)
+    assert acc >= 0.95 and n_test == 71
