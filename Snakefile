@@ -5,6 +5,8 @@ import sys
 
 from snakemake.utils import min_version
 
+sys.path.insert(0, f"{workflow.basedir}/src")  # the package, installed or not
+
 from diffusion_regimes.config import ConfigError, validate_config
 
 min_version("9.0")

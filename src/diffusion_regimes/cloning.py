@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from .sampling import Sampler
 from .scores import Score
@@ -44,12 +45,12 @@ class CloneResult:
 
 def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray, n_pairs: int,
                        d: int, label: Labeller, generator: torch.Generator,
-                       pair_batch: int = 4096) -> CloneResult:
+                       pair_batch: int = 4096, progress: bool = False) -> CloneResult:
     """Shared-trunk cloning: one trunk per pair, one extra clone per branch time.
 
     All live rows (trunk + clones started so far) go through the score in one
     call per grid step. Pairs are processed ``pair_batch`` at a time so memory
-    is ``O(pair_batch * (K + 1) * d)``.
+    is ``O(pair_batch * (K + 1) * d)``. ``progress`` shows a bar over grid steps.
     """
     idx = sampler.snap(branch_times)
     order = np.argsort(idx, kind="stable")  # clones start in grid order (largest t first)
@@ -61,7 +62,8 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
         P = min(pair_batch, n_pairs - p0)
         x = sampler.prior(P, d, generator)
         trunk_at = []
-        for i in range(sampler.steps + 1):
+        for i in tqdm(range(sampler.steps + 1), desc=f"cloning pairs {p0}-{p0 + P}", disable=not progress,
+                      mininterval=5):
             for _ in range(starts[i]):
                 trunk_at.append(x[0].clone())
                 x = torch.cat([x, x[:P]])

@@ -18,7 +18,7 @@ from .scores import EmpiricalScore, Score
 
 def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int,
                   generator: torch.Generator, every: int = 1,
-                  batch: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  batch: int = 4096, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate ``n_traj`` trajectories and record the nearest training index.
 
     Returns ``times`` (S,) decreasing OU times where the index was recorded (every
@@ -39,7 +39,8 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
                 idx, _ = train.nearest(x, float(sampler.grid[i]))
                 rows.append(idx.numpy())
 
-        x = sampler.run(score, sampler.prior(B, train.d, generator), generator, callback=observe)
+        x = sampler.run(score, sampler.prior(B, train.d, generator), generator, callback=observe,
+                        desc=f"trajectories {b0}-{b0 + B}" if progress else None)
         nearest[:, b0:b0 + B] = np.stack(rows)
         _, dist2 = train.nearest(x, float(sampler.grid[-1]))
         d_star[b0:b0 + B] = dist2.sqrt().numpy()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .io import InputError
 from .schedule import delta, time_grid
@@ -76,16 +77,17 @@ class Sampler:
 
     def run(self, score: Score, x: torch.Tensor, generator: torch.Generator, start: int = 0,
             stop: int | None = None,
-            callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+            callback: Callable[[int, torch.Tensor], None] | None = None,
+            desc: str | None = None) -> torch.Tensor:
         """Integrate from ``grid[start]`` to ``grid[stop]`` (default: the end).
 
         ``callback(i, x)`` is called with the states at ``grid[i]`` for every i in
-        ``start..stop`` (including both ends).
+        ``start..stop`` (including both ends). ``desc`` shows a progress bar.
         """
         stop = self.steps if stop is None else stop
         if callback is not None:
             callback(start, x)
-        for i in range(start, stop):
+        for i in tqdm(range(start, stop), desc=desc, disable=desc is None, mininterval=5):
             x = self.step(score, x, i, generator)
             if callback is not None:
                 callback(i + 1, x)

@@ -158,7 +158,7 @@ def cloning(input: dict, output: dict, score: str, cloning: dict, sampler: dict,
     t_S = spec["t_S"]
     branch = _branch_times(cloning["branch_times"], spec)
     g = _generator(seed, "cloning", score)
-    res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label, g)
+    res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label, g, progress=True)
     table, cross = agreement_table(res.times, res.agree, cloning["n_bootstrap"],
                                    derive_seed(seed, "bootstrap", score))
     results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"],
@@ -190,7 +190,7 @@ def collapse(input: dict, output: dict, score: str, collapse: dict, sampler: dic
     samp, samp_cfg = _sampler_for(score, sampler, network_sampler)
     g = _generator(seed, "collapse", score)
     times, nearest, d_star = track_nearest(fn, samp, train_set, collapse["n_trajectories"], g,
-                                           collapse["track_every"])
+                                           collapse["track_every"], progress=True)
     table = collapse_table(times, nearest, d_star)
     t_end = float(samp.grid[-1])
 
@@ -198,7 +198,8 @@ def collapse(input: dict, output: dict, score: str, collapse: dict, sampler: dic
         return train_set.nearest(xf, t_end)[0]
 
     branch = _branch_times(collapse["branch_times"], spec)
-    res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label, g)
+    res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label, g,
+                             progress=True)
     phi, _ = agreement_table(res.times, res.agree, collapse["n_bootstrap"],
                              derive_seed(seed, "bootstrap-collapse", score), level=None)
     phi_c = phi.rename(columns={"phi": "phi_c", "phi_se": "phi_c_se", "phi_lo": "phi_c_lo",

@@ -14,6 +14,8 @@ rule entropy:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"
 
@@ -33,6 +35,8 @@ rule theory:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"
 
@@ -53,5 +57,7 @@ rule summary:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"

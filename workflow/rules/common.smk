@@ -3,7 +3,9 @@ from diffusion_regimes import paths
 from diffusion_regimes.config import MEMORISING_SCORES, NETWORK_SCORES, needs_classifier
 
 EXPERIMENTS = config["experiments"]
-STAGE = "workflow/scripts/stage.py"
+# software of every rule for --software-deployment-method conda (the package itself
+# is found in src/ by the stage wrapper)
+CONDA_ENV = "../envs/runtime.yaml"
 
 
 wildcard_constraints:
@@ -133,8 +135,7 @@ def scores_param(wildcards):
 def all_outputs():
     outs = [paths.SUMMARY]
     for exp in EXPERIMENTS:
-        fig = paths.FIGURES.format(exp=exp)
-        outs += [f"{fig}/phi.png", f"{fig}/collapse.png"]
+        outs += [paths.FIG_PHI.format(exp=exp), paths.FIG_COLLAPSE.format(exp=exp)]
         if is_image(exp):
-            outs.append(f"{fig}/samples.png")
+            outs.append(paths.FIG_SAMPLES.format(exp=exp))
     return outs

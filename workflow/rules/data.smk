@@ -11,6 +11,8 @@ rule subset:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"
 
@@ -27,5 +29,7 @@ rule spectrum:
     resources:
         mem_mb=4000,
         runtime=10,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"

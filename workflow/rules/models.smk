@@ -19,6 +19,8 @@ rule train:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"
 
@@ -38,5 +40,7 @@ rule classifier:
     resources:
         mem_mb=2000,
         runtime=20,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"

@@ -8,13 +8,13 @@ rule figures:
         figure_inputs,
     output:
         phi=report(
-            paths.FIGURES + "/phi.png",
+            paths.FIG_PHI,
             caption="../report/phi.rst",
             category="{exp}",
             subcategory="speciation",
         ),
         collapse=report(
-            paths.FIGURES + "/collapse.png",
+            paths.FIG_COLLAPSE,
             caption="../report/collapse.rst",
             category="{exp}",
             subcategory="collapse",
@@ -26,6 +26,8 @@ rule figures:
         log_path("figures"),
     benchmark:
         bench_path("figures")
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"
 
@@ -35,7 +37,7 @@ rule samples:
         samples_inputs,
     output:
         samples=report(
-            paths.FIGURES + "/samples.png",
+            paths.FIG_SAMPLES,
             caption="../report/samples.rst",
             category="{exp}",
             subcategory="samples",
@@ -47,5 +49,7 @@ rule samples:
         log_path("samples"),
     benchmark:
         bench_path("samples")
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"

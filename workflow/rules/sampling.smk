@@ -19,6 +19,8 @@ rule cloning:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"
 
@@ -45,5 +47,7 @@ rule collapse:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/stage.py"

@@ -2,13 +2,17 @@
 
 import logging
 import sys
-
-import torch
-
-from diffusion_regimes import stages
-from diffusion_regimes.io import InputError
+from pathlib import Path
 
 snakemake = globals()["snakemake"]
+# the package in src/, also when it is not pip-installed (e.g. in a conda environment)
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from diffusion_regimes import stages  # noqa: E402
+from diffusion_regimes.io import InputError  # noqa: E402
+
 real_stderr = sys.stderr
 with open(snakemake.log[0], "w", buffering=1) as log_file:
     sys.stdout = sys.stderr = log_file
