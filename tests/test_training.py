@@ -19,6 +19,15 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path, gen):
     assert log1.equals(log2) and list(log1["step"]) == list(range(1, 9))
 
 
+def test_state_of_other_settings_is_not_resumed(tmp_path, gen):
+    x = torch.randn(20, 64, generator=gen)
+    fresh, _ = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "lr": 3e-3}, 7, tmp_path / "a.pt", progress=False)
+    train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "steps": 4}, 7, tmp_path / "b.pt", progress=False)
+    other, log = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "lr": 3e-3}, 7, tmp_path / "b.pt", progress=False)
+    assert all(torch.equal(v, w) for v, w in zip(fresh.state_dict().values(), other.state_dict().values()))
+    assert len(log) == TRAIN["steps"]
+
+
 def test_learning_rate_schedule():
     cfg = {"lr": 1e-4, "lr_decay": 0.98, "lr_decay_epochs": 50, "batch_size": 100}
     assert learning_rate(0, cfg, 1000) == 1e-4

@@ -272,10 +272,13 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
                          "Lambda": spec["Lambda"], "t_S_theory": spec["t_S"],
                          "t_S_measured": clo["t_S_measured"], "t_C_entropy": ent["t_C"],
                          "t_C_measured": t_c,
-                         "t_C_theory_gm": th["t_C"] if th.get("phi_model") == "gaussian_mixture" else None})
+                         "t_C_theory_gm": th["t_C"] if th.get("phi_model") == "gaussian_mixture" else None,
+                         "t_S_measured_se": clo["t_S_measured_se"],
+                         "classifier_accuracy": clo.get("accuracy")})
     df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_C_measured": "Float64",
                                     "t_C_theory_gm": "Float64", "t_S_measured": "float64",
-                                    "t_C_entropy": "float64"})
+                                    "t_C_entropy": "float64", "t_S_measured_se": "float64",
+                                    "classifier_accuracy": "Float64"})
     write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         log.info("summary:\n%s", df.to_string(index=False))

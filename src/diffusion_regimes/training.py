@@ -14,6 +14,8 @@ ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from tqdm import tqdm
 from .io import InputError, load_checkpoint, save_checkpoint
 from .models import SmallCNN, build_unet
 from .schedule import ddpm_times
+
+log_ = logging.getLogger("diffusion_regimes")
 
 
 def learning_rate(step: int, cfg: dict, n: int) -> float:
@@ -44,8 +48,22 @@ def train_unet(x: torch.Tensor, shape: tuple[int, int, int], model_cfg: dict, tr
     times = torch.as_tensor(ddpm_times(), dtype=torch.float32)
     step, log = 0, []
     state_path = Path(state_path)
+    # a state made with other hyperparameters is not resumed (more steps are fine)
+    fingerprint = json.dumps({"model": model_cfg, "seed": seed, "n": int(x.shape[0]),
+                              "train": {k: v for k, v in train_cfg.items()
+                                        if k not in ("steps", "checkpoint_every")}}, sort_keys=True)
+    state = None
     if state_path.exists():
-        state = load_checkpoint(state_path, required=("model", "optimizer", "step", "generator", "log"))
+        state = load_checkpoint(state_path, required=("model", "optimizer", "step", "generator", "log",
+                                                      "fingerprint"))
+        if state["fingerprint"] != fingerprint:
+            log_.warning("%s was made with other settings: training afresh", state_path)
+            state = None
+        elif state["step"] > train_cfg["steps"]:
+            log_.warning("%s is past the configured %d steps: training afresh", state_path,
+                         train_cfg["steps"])
+            state = None
+    if state is not None:
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -79,7 +97,7 @@ def train_unet(x: torch.Tensor, shape: tuple[int, int, int], model_cfg: dict, tr
         if step % train_cfg["checkpoint_every"] == 0 or step == steps:
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
                              "step": step, "generator": g.get_state(),
-                             "torch_rng": torch.get_rng_state(),
+                             "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint,
                              "log": torch.tensor(log, dtype=torch.float64)}, state_path)
     bar.close()
     model.eval()
