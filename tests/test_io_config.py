@@ -1,3 +1,4 @@
+import os
 import pickle
 from pathlib import Path
 
@@ -6,18 +7,26 @@ import pytest
 import torch
 import yaml
 
+from diffusion_regimes import __version__
 from diffusion_regimes.config import ConfigError, load_config, validate_config
-from diffusion_regimes.io import InputError, load_checkpoint, read_table, save_checkpoint, write_table
+from diffusion_regimes.io import InputError, load_checkpoint, make_metadata, read_table, save_checkpoint, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_table_roundtrip_with_metadata(tmp_path):
     df = pd.DataFrame({"t": [0.1, 0.2], "phi": [0.9, 0.6]})
-    write_table(df, tmp_path / "a.parquet", {"results": {"x": float("nan"), "y": 2}})
+    write_table(df, tmp_path / "a.parquet", make_metadata("test", {"k": 1}, 5, {"x": float("nan"), "y": 2}))
     back, meta = read_table(tmp_path / "a.parquet")
     pd.testing.assert_frame_equal(back, df)
-    assert meta == {"results": {"x": None, "y": 2}}
+    assert meta == {"stage": "test", "version": __version__, "config": {"k": 1}, "seed": 5, "x": None, "y": 2}
+    assert oct((tmp_path / "a.parquet").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -43,10 +52,19 @@ def test_corrupt_and_unsafe_checkpoints_give_one_line_errors(tmp_path):
         load_checkpoint(tmp_path / "ok.pt", required=("state_dict",))
 
 
+def test_partial_blocks_keep_their_own_defaults():
+    cfg = yaml.safe_load((ROOT / "tests/tiny_config.yaml").read_text())
+    cfg["experiments"]["digits"]["network_sampler"] = {"steps": 50}
+    ns = validate_config(cfg)["experiments"]["digits"]["network_sampler"]
+    assert (ns["method"], ns["grid"], ns["steps"]) == ("ddpm", "ddpm", 50)
+    assert validate_config(cfg)["experiments"]["gmm"]["sampler"]["method"] == "euler_maruyama"
+
+
 def test_default_and_test_configs_validate():
     for path in ["config/config.yaml", "tests/tiny_config.yaml"]:
         cfg = load_config(ROOT / path)
-        assert cfg["experiments"]["gmm"]["cloning"]["n_bootstrap"] >= 2
+        assert set(cfg["experiments"]) == {"gmm", "digits"}
+        assert cfg["experiments"]["digits"]["network_sampler"]["method"] == "ddpm"
 
 
 @pytest.mark.parametrize("edit, words", [
@@ -57,6 +75,9 @@ def test_default_and_test_configs_validate():
     (lambda c: c["experiments"]["digits"]["sampler"].update(method="rk4"), "experiments.digits.sampler.method"),
     (lambda c: c.update(colour="red"), "unknown key 'colour'"),
     (lambda c: c["experiments"]["gmm"]["cloning"].update(branch_times=[2.0, 1.0]), "increasing order"),
+    (lambda c: c["experiments"]["gmm"]["dataset"].update(n=1000.0), "experiments.gmm.dataset.n: 1000.0 is not"),
+    (lambda c: c["experiments"]["gmm"]["sampler"].update(t_end=7.0), "experiments.gmm.sampler.t_end: must be"),
+    (lambda c: c["experiments"]["digits"]["dataset"].update(size=9), "experiments.digits.dataset.size"),
 ])
 def test_bad_config_one_line_error(edit, words):
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())

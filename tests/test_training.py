@@ -28,6 +28,21 @@ def test_state_of_other_settings_is_not_resumed(tmp_path, gen):
     assert len(log) == TRAIN["steps"]
 
 
+def test_state_from_other_data_is_not_resumed(tmp_path, gen):
+    x = torch.randn(20, 64, generator=gen)
+    train_unet(x, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "s.pt", progress=False)
+    y = x + 1.0  # same n, same shape, other data
+    fresh, _ = train_unet(y, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "fresh.pt", progress=False)
+    again, _ = train_unet(y, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "s.pt", progress=False)
+    assert all(torch.equal(v, w) for v, w in zip(fresh.state_dict().values(), again.state_dict().values()))
+
+
+def test_unet_moves_between_dtypes(gen):
+    net = UNet(1, 8, (1, 2), 1, (1,), 0.0).to(torch.float64)
+    out = net(torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64), torch.rand(2, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == (2, 1, 8, 8)
+
+
 def test_learning_rate_schedule():
     cfg = {"lr": 1e-4, "lr_decay": 0.98, "lr_decay_epochs": 50, "batch_size": 100}
     assert learning_rate(0, cfg, 1000) == 1e-4

@@ -57,13 +57,22 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
     for rel, cols in expected_columns.items():
         names = pq.read_schema(r / rel).names
         assert all(c in names for c in cols), (rel, names)
-    x_type = pq.read_schema(r / "gmm/data.parquet").field("x").type
+    data_schema = pq.read_schema(r / "gmm/data.parquet")
+    assert data_schema.field("label").type == pa.int8() and data_schema.field("source_index").type == pa.int64()
+    x_type = data_schema.field("x").type
     assert pa.types.is_fixed_size_list(x_type) and x_type.list_size == 32
     assert x_type.value_type == pa.float32()
-    assert {"nfe", "t_S_measured"} <= set(read_metadata(r / "gmm/exact/cloning.parquet")["results"])
-    assert {"alpha", "t_C"} <= set(read_metadata(r / "gmm/entropy.parquet")["results"])
-    assert {"Lambda", "t_S"} <= set(read_metadata(r / "gmm/spectrum.parquet")["results"])
-    assert "accuracy" in read_metadata(r / "digits/unet/cloning.parquet")["results"]
+    contract_metadata = {
+        "gmm/data.parquet": {"shape", "mean", "classes", "source"},
+        "gmm/spectrum.parquet": {"Lambda", "t_S"},
+        "gmm/exact/cloning.parquet": {"nfe", "t_S_measured"},
+        "gmm/entropy.parquet": {"alpha", "t_C"},
+        "gmm/theory.parquet": {"t_S", "t_C"},
+    }
+    for rel, keys in contract_metadata.items():
+        meta = read_metadata(r / rel)
+        assert keys <= set(meta) and {"config", "seed", "version"} <= set(meta), (rel, meta.keys())
+    assert read_metadata(r / "digits/unet/cloning.parquet")["accuracy"] >= 0.5
     summary, _ = read_table(r / "summary.parquet")
     assert len(summary) == 4 and set(summary["score"]) == {"exact", "empirical", "unet"}
     for fig in ["gmm/phi.png", "gmm/collapse.png", "digits/phi.png", "digits/collapse.png", "digits/samples.png"]:
@@ -103,5 +112,5 @@ def test_bad_config_stops_with_one_line(tmp_path):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "diffusion-regimes:" in ln]
     assert proc.returncode != 0
     assert lines == ["diffusion-regimes: config error at experiments.gmm.cloning: unknown key 'n_pair' "
-                     "(allowed: branch_times, n_bootstrap, n_pairs); see config/README.md"]
+                     "(allowed: branch_times, n_bootstrap, n_pairs, pair_batch); see config/README.md"]
     assert not (tmp_path / "results").exists()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .sampling import Sampler
 from .scores import Score
+from .seeding import generator
 from .theory import PHI_CROSSING, crossing_time
 
 Labeller = Callable[[torch.Tensor], torch.Tensor]
@@ -44,13 +45,14 @@ class CloneResult:
 
 
 def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray, n_pairs: int,
-                       d: int, label: Labeller, generator: torch.Generator,
-                       pair_batch: int = 4096, progress: bool = False) -> CloneResult:
+                       d: int, label: Labeller, seed: int, pair_batch: int = 1024,
+                       progress: bool = False) -> CloneResult:
     """Shared-trunk cloning: one trunk per pair, one extra clone per branch time.
 
     All live rows (trunk + clones started so far) go through the score in one
     call per grid step. Pairs are processed ``pair_batch`` at a time so memory
-    is ``O(pair_batch * (K + 1) * d)``. ``progress`` shows a bar over grid steps.
+    is ``O(pair_batch * (K + 1) * d)``. Block c of pairs draws from
+    ``generator(seed, "pairs", c)``. ``progress`` shows a bar over grid steps.
     """
     idx = sampler.snap(branch_times)
     order = np.argsort(idx, kind="stable")  # clones start in grid order (largest t first)
@@ -60,7 +62,8 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     agree_chunks, snapshots = [], {}
     for p0 in range(0, n_pairs, pair_batch):
         P = min(pair_batch, n_pairs - p0)
-        x = sampler.prior(P, d, generator)
+        gen = generator(seed, "pairs", p0 // pair_batch)
+        x = sampler.prior(P, d, gen)
         trunk_at = []
         for i in tqdm(range(sampler.steps + 1), desc=f"cloning pairs {p0}-{p0 + P}", disable=not progress,
                       mininterval=5):
@@ -68,7 +71,7 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
                 trunk_at.append(x[0].clone())
                 x = torch.cat([x, x[:P]])
             if i < sampler.steps:
-                x = sampler.step(score, x, i, generator)
+                x = sampler.step(score, x, i, gen)
         labels = label(x)
         clone_labels = labels[P:].view(len(idx), P)[inv]  # back to the caller's order
         agree_chunks.append((clone_labels == labels[None, :P]).numpy())
@@ -86,16 +89,16 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
 
 
 def clone_rerun_per_branch(score: Score, sampler: Sampler, branch_times: np.ndarray,
-                           n_pairs: int, d: int, label: Labeller,
-                           generator: torch.Generator) -> CloneResult:
+                           n_pairs: int, d: int, label: Labeller, seed: int) -> CloneResult:
     """Reference scheme: for every branch time, a fresh trajectory from T and two
     continuations from the branch time. Same statistics, more evaluations."""
     idx = sampler.snap(branch_times)
     nfe0 = sampler.nfe
     agree = []
-    for i in idx:
-        x = sampler.run(score, sampler.prior(n_pairs, d, generator), generator, stop=int(i))
-        x = sampler.run(score, torch.cat([x, x]), generator, start=int(i))
+    for j, i in enumerate(idx):
+        gen = generator(seed, "branch", j)
+        x = sampler.run(score, sampler.prior(n_pairs, d, gen), gen, stop=int(i))
+        x = sampler.run(score, torch.cat([x, x]), gen, start=int(i))
         labels = label(x)
         agree.append((labels[:n_pairs] == labels[n_pairs:]).numpy())
     times = sampler.grid[idx]

@@ -2,8 +2,10 @@
 
 Along each backward trajectory we track the index of the nearest scaled
 training point ``argmin_mu |x(t) - a_mu e^{-t}|``; the trajectory's collapse
-time is the last time that index changes (OU time of the first grid point from
-which it stays constant), and ``d*`` is the final distance to that point.
+time is the last time that index changes (the OU time of the first recorded grid
+point from which it stays constant: with ``every > 1`` changes between two
+recordings are attributed to the later one), and ``d*`` is the distance from the
+denoised final sample to that training point.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import torch
 
 from .sampling import Sampler
 from .scores import EmpiricalScore, Score
+from .seeding import generator
 
 
-def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int,
-                  generator: torch.Generator, every: int = 1,
-                  batch: int = 4096, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int, seed: int,
+                  every: int = 1, batch: int = 1024,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate ``n_traj`` trajectories and record the nearest training index.
 
     Returns ``times`` (S,) decreasing OU times where the index was recorded (every
     ``every`` grid steps, always including both ends), ``nearest`` (S, n_traj)
-    int64 and ``d_star`` (n_traj,) float: the final Euclidean distance to the
-    nearest scaled training point.
+    int64 and ``d_star`` (n_traj,) float: the Euclidean distance between the
+    denoised final sample (:meth:`Sampler.denoise`) and its final nearest training
+    point. Block b of ``batch`` trajectories draws from ``generator(seed, "trajectories", b)``.
     """
     record = set(range(0, sampler.steps + 1, max(1, every))) | {sampler.steps}
     times = sampler.grid[sorted(record)]
@@ -32,6 +36,7 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
     d_star = np.empty(n_traj, dtype=np.float64)
     for b0 in range(0, n_traj, batch):
         B = min(batch, n_traj - b0)
+        gen = generator(seed, "trajectories", b0 // batch)
         rows: list[np.ndarray] = []
 
         def observe(i: int, x: torch.Tensor, rows=rows) -> None:
@@ -39,11 +44,11 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
                 idx, _ = train.nearest(x, float(sampler.grid[i]))
                 rows.append(idx.numpy())
 
-        x = sampler.run(score, sampler.prior(B, train.d, generator), generator, callback=observe,
+        x = sampler.run(score, sampler.prior(B, train.d, gen), gen, callback=observe,
                         desc=f"trajectories {b0}-{b0 + B}" if progress else None)
         nearest[:, b0:b0 + B] = np.stack(rows)
-        _, dist2 = train.nearest(x, float(sampler.grid[-1]))
-        d_star[b0:b0 + B] = dist2.sqrt().numpy()
+        x0 = sampler.denoise(score, x)
+        d_star[b0:b0 + B] = (x0 - train.a[torch.as_tensor(rows[-1])]).norm(dim=1).numpy()
     return times, nearest, d_star
 
 

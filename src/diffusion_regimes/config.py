@@ -98,6 +98,17 @@ def _describe_branch(where: str, err: jsonschema.ValidationError) -> str:
     return f"{path}: {sub.message}"
 
 
+def _fail(where: str, what: str) -> ConfigError:
+    return ConfigError(f"config error at {where}: {what}; see config/README.md")
+
+
+#: JSON Schema's "integer" admits 1000.0; a config integer must be written as one
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool)))
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Fill defaults into ``config`` (in place) and validate it; returns it.
 
@@ -105,29 +116,35 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """
     schema = schema or load_schema()
     _fill_defaults(config, schema, schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(config))
+    errors = list(_Validator(schema).iter_errors(config))
     if errors:
         err = min(errors, key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties"))
         raise ConfigError(f"config error at {_describe(err)}; see config/README.md")
     for name, exp in config["experiments"].items():
+        where = f"experiments.{name}"
         source = exp["dataset"]["source"]
         for score in exp["scores"]:
             if score == "exact" and source != "gaussian_mixture":
-                raise ConfigError(f"config error at experiments.{name}.scores: 'exact' needs a "
-                                  "closed-form score (dataset source gaussian_mixture)")
+                raise _fail(f"{where}.scores", "'exact' needs a closed-form score (dataset source "
+                            "gaussian_mixture)")
             if score in NETWORK_SCORES and source == "gaussian_mixture":
-                raise ConfigError(f"config error at experiments.{name}.scores: {score!r} needs "
-                                  "image data, not source gaussian_mixture")
+                raise _fail(f"{where}.scores", f"{score!r} needs image data, not source gaussian_mixture")
         for key in ("cloning", "collapse"):
             bt = exp[key]["branch_times"]
             if sorted(bt) != list(bt):
-                raise ConfigError(f"config error at experiments.{name}.{key}.branch_times: "
-                                  "list them in increasing order")
+                raise _fail(f"{where}.{key}.branch_times", "list them in increasing order")
+        for key in ("sampler", "network_sampler"):
+            s = exp[key]
+            if s["grid"] != "ddpm" and not s["t_end"] < s["T"]:
+                raise _fail(f"{where}.{key}.t_end", f"must be below T={s['T']}")
         ent = exp["entropy"]
         if ent["t_min"] >= ent["t_max"]:
-            raise ConfigError(f"config error at experiments.{name}.entropy.t_min: must be "
-                              "below t_max")
+            raise _fail(f"{where}.entropy.t_min", "must be below t_max")
+        if any(s in NETWORK_SCORES for s in exp["scores"]) and "size" in exp["dataset"]:
+            factor = 2 ** (len(exp["model"]["channel_mult"]) - 1)
+            if exp["dataset"]["size"] % factor:
+                raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "
+                            f"resolutions needs a size divisible by {factor}")
     return config
 
 

@@ -93,7 +93,7 @@ def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Read ``data.parquet``: x (n, d) float32, labels (n,) int64, metadata."""
     df, meta = read_table(path)
     try:
-        d = int(meta["results"]["d"])
+        d = int(meta["d"])
         x = np.stack(df["x"].to_numpy()).astype(np.float32).reshape(-1, d).copy()
     except (KeyError, ValueError) as err:
         raise InputError(f"{path}: malformed subset table ({err}); delete it and re-run the "
@@ -103,7 +103,7 @@ def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 def image_shape(meta: dict) -> tuple[int, ...]:
     """(C, H, W) of an image subset from its metadata; raises for vector data."""
-    shape = tuple(meta["results"]["shape"])
+    shape = tuple(meta["shape"])
     if len(shape) != 3:
         raise InputError(f"data of shape {shape} are not images: a network score needs images")
     return shape
@@ -111,8 +111,7 @@ def image_shape(meta: dict) -> tuple[int, ...]:
 
 def gm_direction(meta: dict) -> torch.Tensor:
     """The mixture's centre m (d,) from a gaussian_mixture subset's metadata."""
-    r = meta["results"]
-    return torch.full((int(r["d"]),), float(r["mu_tilde"]))
+    return torch.full((int(meta["d"]),), float(meta["mu_tilde"]))
 
 
 def is_square(d: int) -> bool:

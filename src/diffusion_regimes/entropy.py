@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from .schedule import delta
 from .scores import EmpiricalScore
+from .seeding import generator
 from .theory import crossing_time
 
 
@@ -35,22 +36,24 @@ def collapse_level(d: int) -> float:
     return math.log(2.0) / d
 
 
-def excess_entropy(train: EmpiricalScore, t_values: np.ndarray, n_samples: int,
-                   generator: torch.Generator, batch: int = 2048,
-                   progress: bool = True) -> pd.DataFrame:
+def excess_entropy(train: EmpiricalScore, t_values: np.ndarray, n_samples: int, seed: int,
+                   batch: int = 2048, progress: bool = True) -> pd.DataFrame:
     """Monte Carlo f(t) with standard errors, table ``t, f, f_se``.
 
     Cost per time point: ``n_samples * n * d`` multiply-adds, blocked over the
-    training points by :class:`EmpiricalScore`.
+    training points by :class:`EmpiricalScore`. Time point k draws from
+    ``generator(seed, "t", k)``.
     """
     rows = []
-    for t in tqdm(np.asarray(t_values, dtype=np.float64), desc="entropy f(t)", disable=not progress):
+    for k, t in enumerate(tqdm(np.asarray(t_values, dtype=np.float64), desc="entropy f(t)",
+                               disable=not progress)):
         dt = delta(float(t))
+        gen = generator(seed, "t", k)
         vals, controls = [], []
         for b0 in range(0, n_samples, batch):
             B = min(batch, n_samples - b0)
-            mu = torch.randint(0, train.n, (B,), generator=generator)
-            z = torch.randn(B, train.d, generator=generator)
+            mu = torch.randint(0, train.n, (B,), generator=gen)
+            z = torch.randn(B, train.d, generator=gen)
             x = train.a[mu] * math.exp(-t) + math.sqrt(dt) * z
             lse, _, _, _ = train._scan(x, float(t), want_mean=False)
             vals.append((lse.double() - (x.double() ** 2).sum(1) / (2 * dt)) / train.d + 0.5)

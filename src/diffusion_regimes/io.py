@@ -43,6 +43,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -66,13 +69,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: keys of the metadata that are not stage results
+RESERVED_KEYS = ("stage", "version", "config", "seed")
+
+
 def make_metadata(stage: str, config: dict | None = None, seed: int | None = None,
-                  results: dict | None = None, **extra: Any) -> dict:
-    """Standard metadata: stage, package version, config subset, seed, scalar results."""
-    meta = {"stage": stage, "version": __version__, "config": config or {}, "seed": seed,
-            "results": results or {}}
-    meta.update(extra)
-    return _jsonable(meta)
+                  results: dict | None = None) -> dict:
+    """Standard metadata: ``stage``, package ``version``, ``config`` subset, ``seed``, and the
+    stage's scalar results as top-level keys (``Lambda``, ``t_S``, ``nfe``, ...)."""
+    results = results or {}
+    clash = set(results) & set(RESERVED_KEYS)
+    if clash:
+        raise ValueError(f"result names {sorted(clash)} are reserved metadata keys")
+    return _jsonable({"stage": stage, "version": __version__, "config": config or {}, "seed": seed,
+                      **results})
 
 
 def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: dict) -> None:

@@ -101,22 +101,22 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
 
     @staticmethod
-    def _apply(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run_block(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         for layer in block:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.channels))
+        emb = self.time_mlp(timestep_embedding(t, self.channels).to(self.inp.weight.dtype))
         h = self.inp(x)
         hs = [h]
         for block in self.down:
-            h = self._apply(block, h, emb)
+            h = self._run_block(block, h, emb)
             hs.append(h)
         for layer in self.mid:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         for block in self.up:
-            h = self._apply(block, torch.cat([h, hs.pop()], 1), emb)
+            h = self._run_block(block, torch.cat([h, hs.pop()], 1), emb)
         return self.out(h)
 
 

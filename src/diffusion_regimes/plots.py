@@ -31,17 +31,16 @@ def _save(fig, path: Path) -> None:
 
 
 def phi_figure(exp: str, scores: list[str], path: Path) -> None:
-    spec = read_metadata(paths.SPECTRUM.format(exp=exp))["results"]
+    spec = read_metadata(paths.SPECTRUM.format(exp=exp))
     t_S = spec["t_S"]
     theory, th_meta = read_table(paths.THEORY.format(exp=exp))
     fig, ax = plt.subplots(figsize=(6, 4))
-    label = ("theory (Gaussian mixture)" if th_meta["results"]["phi_model"] == "gaussian_mixture"
-             else "Gaussian mixture with the same Λ")
-    ax.plot(theory["t"] / t_S, theory["phi"], "k-", lw=1.2, label=label)
+    if theory["phi"].notna().any():
+        ax.plot(theory["t"] / t_S, theory["phi"], "k-", lw=1.2, label=f"theory ({th_meta['model']})")
     x_max = 1.0
     for score in scores:
         tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
-        m = meta["results"]["t_S_measured"]
+        m = meta["t_S_measured"]
         x_max = max(x_max, float(tab["t"].max() / t_S))
         ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
                     fmt="o", ms=4, capsize=2, color=COLORS.get(score),
@@ -58,10 +57,10 @@ def phi_figure(exp: str, scores: list[str], path: Path) -> None:
 
 def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
     ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
-    er = emeta["results"]
+    er = emeta
     alpha = er["alpha"]
     theory, tmeta = read_table(paths.THEORY.format(exp=exp))
-    t_C_th = tmeta["results"].get("t_C")
+    t_C_th = tmeta.get("t_C")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     ax = axes[0]
     ax.errorbar(ent["t"], ent["f"] / alpha, yerr=ent["f_se"] / alpha, fmt="o", ms=3, label="Monte Carlo f(t)/α")
@@ -83,7 +82,7 @@ def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
     for score in scores:
         tab, meta = read_table(paths.COLLAPSE_TIMES.format(exp=exp, score=score))
         axes[1].hist(tab["t_collapse"], bins=30, alpha=0.5, color=COLORS.get(score),
-                     label=f"{score}: mean {meta['results']['t_C_measured']:.3g}")
+                     label=f"{score}: mean {meta['t_C_measured']:.3g}")
         phi_c, _ = read_table(paths.PHI_C.format(exp=exp, score=score))
         axes[2].errorbar(phi_c["t"], phi_c["phi_c"], yerr=phi_c["phi_c_se"], fmt="o-", ms=3,
                          color=COLORS.get(score), label=score)
@@ -104,7 +103,7 @@ def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
 
 
 def samples_figure(exp: str, scores: list[str], path: Path) -> None:
-    data_meta = read_metadata(paths.DATA.format(exp=exp))["results"]
+    data_meta = read_metadata(paths.DATA.format(exp=exp))
     shape, mean = data_meta["shape"], np.asarray(data_meta["mean"], dtype=np.float32)
     fig_rows = []
     for score in scores:
@@ -122,8 +121,8 @@ def samples_figure(exp: str, scores: list[str], path: Path) -> None:
         ax.set_yticks([])
 
     for r, (score, tab) in enumerate(fig_rows):
-        trunk = tab[tab["kind"] == "trunk"].sort_values("t", ascending=False)
-        clones = tab[tab["kind"] == "clone_final"].sort_values("t", ascending=False)
+        trunk = tab[tab["kind"] == "trunk"].sort_values("branch_t", ascending=False)
+        clones = tab[tab["kind"] == "clone_final"].sort_values("branch_t", ascending=False)
         final = tab[tab["kind"] == "trunk_final"].iloc[0]
         for k in range(K):
             show(axes[2 * r, k], trunk["x"].iloc[k])

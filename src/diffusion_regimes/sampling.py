@@ -46,6 +46,11 @@ class Sampler:
         self.method = method
         self.nfe = 0
 
+    @staticmethod
+    def relevant_config(cfg: dict) -> dict:
+        """The keys of a sampler config block that matter (T and t_end do not on the ddpm grid)."""
+        return {k: v for k, v in cfg.items() if cfg["grid"] != "ddpm" or k not in ("T", "t_end")}
+
     @classmethod
     def from_config(cls, cfg: dict) -> Sampler:
         """Build from a config block ``{method, grid, steps, T, t_end}``."""
@@ -92,6 +97,19 @@ class Sampler:
             if callback is not None:
                 callback(i + 1, x)
         return x
+
+    def denoise(self, score: Score, x: torch.Tensor) -> torch.Tensor:
+        """Tweedie's estimate of the clean sample from states x at the grid's last time:
+        ``E[a | x_t] = e^{t} (x + Delta_t F(x, t))`` (one score evaluation per row)."""
+        t = float(self.grid[-1])
+        self.nfe += x.shape[0]
+        return math.exp(t) * (x + delta(t) * score(x, t))
+
+    @property
+    def settings(self) -> dict:
+        """The effective settings: method, grid kind, steps, T and t_end of the grid."""
+        return {"method": self.method, "steps": self.steps, "T": float(self.grid[0]),
+                "t_end": float(self.grid[-1])}
 
     def snap(self, times: np.ndarray) -> np.ndarray:
         """Grid indices nearest to the given OU times (int64), checked to lie inside the grid."""

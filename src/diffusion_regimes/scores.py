@@ -67,17 +67,26 @@ class EmpiricalScore:
     """Exact score of the empirical measure of training points ``a`` (n, d).
 
     All heavy work goes through :meth:`_scan`, an online (streaming) log-sum-exp
-    over blocks of ``block`` training points: two matrix products per block,
-    memory ``O(B * block + B * d)``.
+    over blocks of ``block`` training points: two matrix products per block.
+    States are processed ``rows`` at a time, so the working memory is
+    ``O(rows * (block + d))`` floats whatever n and the batch size.
     """
 
-    def __init__(self, a: torch.Tensor, block: int = 4096):
+    def __init__(self, a: torch.Tensor, block: int = 4096, rows: int = 2048):
         self.a = a.to(torch.float32).contiguous()
         self.sq_norm = (self.a * self.a).sum(1)
         self.block = int(block)
+        self.rows = int(rows)
         self.n, self.d = self.a.shape
 
     def _scan(self, x: torch.Tensor, t: float, want_mean: bool):
+        """:meth:`_scan_rows` over chunks of ``rows`` states, results concatenated."""
+        if x.shape[0] <= self.rows:
+            return self._scan_rows(x, t, want_mean)
+        parts = [self._scan_rows(x[i:i + self.rows], t, want_mean) for i in range(0, x.shape[0], self.rows)]
+        return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+
+    def _scan_rows(self, x: torch.Tensor, t: float, want_mean: bool):
         """Streaming pass over training blocks for logits ``(x.a e^{-t} - |a|^2 e^{-2t}/2)/Delta``.
 
         Returns (lse (B,), mean (B, d) or None, argmax (B,), max logit (B,)), where

@@ -4,11 +4,12 @@ Each stage takes ``input`` and ``output`` mappings (rule name -> path) and its
 hyperparameters as keyword arguments (the rule's ``params``), reads its inputs,
 computes, and writes its outputs atomically with metadata
 (:mod:`diffusion_regimes.io`). Rules only wire files to these functions.
+Random stages take the experiment name ``exp`` and the master ``seed``; their
+generators derive from both (:mod:`diffusion_regimes.seeding`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from pathlib import Path
@@ -29,7 +30,6 @@ from .io import (
     load_checkpoint,
     make_metadata,
     read_metadata,
-    read_table,
     save_checkpoint,
     write_table,
 )
@@ -37,26 +37,17 @@ from .models import SmallCNN, build_unet, count_parameters
 from .sampling import Sampler
 from .schedule import speciation_time
 from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
+from .seeding import derive_seed
 from .spectrum import bulk_variance, covariance_eigenvalues, spectrum_table
-from .theory import PHI_CROSSING, equivalent_mixture, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
+from .theory import PHI_CROSSING, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
 from .training import classifier_labeller, train_classifier, train_unet
 
 log = logging.getLogger("diffusion_regimes")
 
 
-def derive_seed(seed: int, *names: str) -> int:
-    """A 63-bit seed for one stage, derived from the master seed and names."""
-    h = hashlib.sha256(":".join([str(seed), *names]).encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
-
-
-def _generator(seed: int, *names: str) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *names))
-
-
 # ----------------------------------------------------------------------------- data
-def subset(input: dict, output: dict, dataset: dict, seed: int) -> None:
-    table, meta = make_subset(dataset, derive_seed(seed, "subset"))
+def subset(input: dict, output: dict, exp: str, dataset: dict, seed: int) -> None:
+    table, meta = make_subset(dataset, derive_seed(seed, exp, "subset"))
     write_table(table, output["data"], make_metadata("subset", {"dataset": dataset}, seed, meta))
     log.info("subset: n=%d d=%d classes=%s", meta["n"], meta["d"], meta["class_counts"])
 
@@ -74,11 +65,11 @@ def spectrum(input: dict, output: dict, top: int = 512) -> None:
 
 
 # ----------------------------------------------------------------------------- models
-def train(input: dict, output: dict, model: dict, train: dict, seed: int, state: str,
+def train(input: dict, output: dict, exp: str, model: dict, train: dict, seed: int, state: str,
           progress: bool = True) -> None:
     x, _, meta = load_subset(input["data"])
     shape = image_shape(meta)
-    net, loss_log = train_unet(x, shape, model, train, derive_seed(seed, "train"), state, progress)
+    net, loss_log = train_unet(x, shape, model, train, derive_seed(seed, exp, "train"), state, progress)
     cfg = {"model": model, "train": train}
     results = {"parameters": count_parameters(net), "final_loss": float(loss_log["loss"].tail(100).mean()),
                "steps": int(loss_log["step"].iloc[-1])}
@@ -88,10 +79,10 @@ def train(input: dict, output: dict, model: dict, train: dict, seed: int, state:
     log.info("train: %d parameters, final loss %.4f", results["parameters"], results["final_loss"])
 
 
-def classifier(input: dict, output: dict, classifier: dict, seed: int, progress: bool = True) -> None:
+def classifier(input: dict, output: dict, exp: str, classifier: dict, seed: int, progress: bool = True) -> None:
     x, labels, meta = load_subset(input["data"])
     shape = image_shape(meta)
-    net, acc, n_test = train_classifier(x, labels, shape, classifier, derive_seed(seed, "classifier"),
+    net, acc, n_test = train_classifier(x, labels, shape, classifier, derive_seed(seed, exp, "classifier"),
                                         progress)
     results = {"accuracy": acc, "n_test": n_test, "parameters": count_parameters(net)}
     save_checkpoint({"state_dict": net.state_dict(), "width": classifier["width"], "shape": list(shape),
@@ -100,9 +91,9 @@ def classifier(input: dict, output: dict, classifier: dict, seed: int, progress:
     log.info("classifier: held-out accuracy %.4f on %d images", acc, n_test)
 
 
-def _load_score(score: str, x: torch.Tensor, meta: dict, block: int, model_path: str | None):
+def _load_score(score: str, x: torch.Tensor, meta: dict, block: int | None, model_path: str | None):
     if score == "exact":
-        return GaussianMixtureScore(gm_direction(meta), meta["results"]["sigma"])
+        return GaussianMixtureScore(gm_direction(meta), meta["sigma"])
     if score == "empirical":
         return EmpiricalScore(x, block)
     if score in NETWORK_SCORES:
@@ -117,13 +108,13 @@ def _load_score(score: str, x: torch.Tensor, meta: dict, block: int, model_path:
     raise InputError(f"unknown score model {score!r}")
 
 
-def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float):
+def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float | None):
     """(labeller, held-out accuracy): the sign of the projection on m for the Gaussian
     mixture (accuracy None), else the trained classifier, refused below ``min_accuracy``."""
-    if meta["results"]["source"] == "gaussian_mixture":
-        return GaussianMixtureScore(gm_direction(meta), meta["results"]["sigma"]).classify, None
+    if meta["source"] == "gaussian_mixture":
+        return GaussianMixtureScore(gm_direction(meta), meta["sigma"]).classify, None
     ckpt = load_checkpoint(classifier_path, required=("state_dict", "width", "shape", "accuracy"))
-    if ckpt["accuracy"] < min_accuracy:
+    if ckpt["accuracy"] < (min_accuracy or 0.0):
         raise InputError(f"{classifier_path}: classifier held-out accuracy {ckpt['accuracy']:.3f} is "
                          f"below classifier.min_accuracy={min_accuracy}; train it longer "
                          "(classifier.epochs) or lower the threshold")
@@ -142,55 +133,56 @@ def _branch_times(relative: list[float], spec: dict) -> np.ndarray:
     return np.asarray(relative, dtype=np.float64) * spec["t_S"]
 
 
-def _sampler_for(score: str, sampler: dict, network_sampler: dict) -> tuple[Sampler, dict]:
-    cfg = network_sampler if score in NETWORK_SCORES else sampler
-    return Sampler.from_config(cfg), cfg
+def _snapshot_table(res, grid_end: float) -> pa.Table:
+    """Pair 0 of a cloning run: the trunk at each branch time, the final state of the
+    clone made there, and the trunk's final state (columns t, kind, branch_t, x)."""
+    K = len(res.times)
+    rows = pd.DataFrame({
+        "t": np.concatenate([res.times, np.full(K, grid_end), [grid_end]]),
+        "kind": ["trunk"] * K + ["clone_final"] * K + ["trunk_final"],
+        "branch_t": np.concatenate([res.times, res.times, [np.nan]])})
+    snaps = res.snapshots
+    flat = np.concatenate([snaps["trunk"], snaps["clone_final"], snaps["trunk_final"][None]]).astype(np.float32)
+    return pa.Table.from_pandas(rows, preserve_index=False).append_column(
+        "x", pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]))
 
 
 # ----------------------------------------------------------------------------- cloning
-def cloning(input: dict, output: dict, score: str, cloning: dict, sampler: dict,
-            network_sampler: dict, block: int, min_accuracy: float, seed: int) -> None:
+def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, sampler: dict,
+            block: int | None, min_accuracy: float | None, seed: int) -> None:
     x, _, meta = load_subset(input["data"])
-    spec = read_metadata(input["spectrum"])["results"]
+    spec = read_metadata(input["spectrum"])
     fn = _load_score(score, x, meta, block, input.get("model"))
     label, accuracy = _labeller(meta, input.get("classifier"), min_accuracy)
-    samp, samp_cfg = _sampler_for(score, sampler, network_sampler)
-    t_S = spec["t_S"]
+    samp = Sampler.from_config(sampler)
     branch = _branch_times(cloning["branch_times"], spec)
-    g = _generator(seed, "cloning", score)
-    res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label, g, progress=True)
+    res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label,
+                             derive_seed(seed, exp, "cloning", score), cloning["pair_batch"], progress=True)
     table, cross = agreement_table(res.times, res.agree, cloning["n_bootstrap"],
-                                   derive_seed(seed, "bootstrap", score))
+                                   derive_seed(seed, exp, "bootstrap", score))
     results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"],
-               "t_S": t_S, "Lambda": spec["Lambda"], "level": PHI_CROSSING, "accuracy": accuracy,
+               "t_S": spec["t_S"], "Lambda": spec["Lambda"], "level": PHI_CROSSING, "accuracy": accuracy,
                "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
                    samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
-    cfg = {"cloning": cloning, "sampler": samp_cfg, "score": score}
+    cfg = {"cloning": cloning, "sampler": samp.settings, "score": score}
     write_table(table, output["cloning"], make_metadata("cloning", cfg, seed, results))
-    snaps = res.snapshots
-    K = len(res.times)
-    rows = pd.DataFrame({
-        "t": np.concatenate([res.times, res.times, [samp.grid[-1]]]),
-        "kind": ["trunk"] * K + ["clone_final"] * K + ["trunk_final"],
-        "branch_t": np.concatenate([res.times, res.times, [np.nan]])})
-    flat = np.concatenate([snaps["trunk"], snaps["clone_final"], snaps["trunk_final"][None]]).astype(np.float32)
-    tab = pa.Table.from_pandas(rows, preserve_index=False).append_column(
-        "x", pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]))
-    write_table(tab, output["snapshots"], make_metadata("cloning", cfg, seed, {"shape": meta["results"]["shape"]}))
-    log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d", score, results["t_S_measured"], t_S, res.nfe)
+    write_table(_snapshot_table(res, float(samp.grid[-1])), output["snapshots"],
+                make_metadata("cloning", cfg, seed, {"shape": meta["shape"]}))
+    log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d", score, results["t_S_measured"],
+             spec["t_S"], res.nfe)
 
 
 # ----------------------------------------------------------------------------- collapse
-def collapse(input: dict, output: dict, score: str, collapse: dict, sampler: dict,
-             network_sampler: dict, block: int, seed: int) -> None:
+def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, sampler: dict,
+             block: int, seed: int) -> None:
     x, _, meta = load_subset(input["data"])
-    spec = read_metadata(input["spectrum"])["results"]
+    spec = read_metadata(input["spectrum"])
     fn = _load_score(score, x, meta, block, input.get("model"))
     train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
-    samp, samp_cfg = _sampler_for(score, sampler, network_sampler)
-    g = _generator(seed, "collapse", score)
-    times, nearest, d_star = track_nearest(fn, samp, train_set, collapse["n_trajectories"], g,
-                                           collapse["track_every"], progress=True)
+    samp = Sampler.from_config(sampler)
+    times, nearest, d_star = track_nearest(fn, samp, train_set, collapse["n_trajectories"],
+                                           derive_seed(seed, exp, "collapse", score), collapse["track_every"],
+                                           collapse["pair_batch"], progress=True)
     table = collapse_table(times, nearest, d_star)
     t_end = float(samp.grid[-1])
 
@@ -198,29 +190,31 @@ def collapse(input: dict, output: dict, score: str, collapse: dict, sampler: dic
         return train_set.nearest(xf, t_end)[0]
 
     branch = _branch_times(collapse["branch_times"], spec)
-    res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label, g,
+    res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label,
+                             derive_seed(seed, exp, "collapse-cloning", score), collapse["pair_batch"],
                              progress=True)
     phi, _ = agreement_table(res.times, res.agree, collapse["n_bootstrap"],
-                             derive_seed(seed, "bootstrap-collapse", score), level=None)
+                             derive_seed(seed, exp, "bootstrap-collapse", score), level=None)
     phi_c = phi.rename(columns={"phi": "phi_c", "phi_se": "phi_c_se", "phi_lo": "phi_c_lo",
                                 "phi_hi": "phi_c_hi"})
     tc = table["t_collapse"].to_numpy()
-    results = {"t_C_measured": float(tc.mean()), "t_C_measured_se": float(tc.std(ddof=1) / math.sqrt(len(tc)))
-               if len(tc) > 1 else float("nan"), "t_C_median": float(np.median(tc)),
-               "nfe": res.nfe, "d_star_mean": float(table["d_star"].mean()),
+    results = {"t_C_measured": float(tc.mean()),
+               "t_C_measured_se": float(tc.std(ddof=1) / math.sqrt(len(tc))) if len(tc) > 1 else float("nan"),
+               "t_C_median": float(np.median(tc)), "nfe": res.nfe, "d_star_mean": float(table["d_star"].mean()),
                "distinct_final_points": int(table["nearest_index"].nunique())}
-    cfg = {"collapse": collapse, "sampler": samp_cfg, "score": score}
+    cfg = {"collapse": collapse, "sampler": samp.settings, "score": score}
     write_table(table, output["times"], make_metadata("collapse", cfg, seed, results))
     write_table(phi_c, output["phi_c"], make_metadata("collapse", cfg, seed, results))
     log.info("collapse %s: mean t_collapse %.4g", score, results["t_C_measured"])
 
 
 # ----------------------------------------------------------------------------- entropy / theory
-def entropy(input: dict, output: dict, entropy: dict, block: int, seed: int, progress: bool = True) -> None:
+def entropy(input: dict, output: dict, exp: str, entropy: dict, block: int, seed: int,
+            progress: bool = True) -> None:
     x, _, _ = load_subset(input["data"])
     t = np.geomspace(entropy["t_min"], entropy["t_max"], entropy["n_t"])
-    table = excess_entropy(EmpiricalScore(x, block), t, entropy["n_samples"],
-                           _generator(seed, "entropy"), progress=progress)
+    table = excess_entropy(EmpiricalScore(x, block), t, entropy["n_samples"], derive_seed(seed, exp, "entropy"),
+                           progress=progress)
     n, d = x.shape
     results = {"alpha": math.log(n) / d, "t_C": entropy_collapse_time(table, d),
                "level": collapse_level(d), "n": n, "d": d}
@@ -229,50 +223,41 @@ def entropy(input: dict, output: dict, entropy: dict, block: int, seed: int, pro
 
 
 def theory(input: dict, output: dict, theory: dict) -> None:
+    """Closed forms where they exist (the Gaussian mixture); null columns otherwise."""
     _, _, meta = load_subset(input["data"])
-    spec = read_metadata(input["spectrum"])["results"]
-    r = meta["results"]
+    spec = read_metadata(input["spectrum"])
     t = np.linspace(theory["t_max"] / theory["n_t"], theory["t_max"], theory["n_t"])
-    results = {"t_S": spec["t_S"], "Lambda": spec["Lambda"]}
-    if r["source"] == "gaussian_mixture":
-        n, d, mu, sigma = r["n"], r["d"], r["mu_tilde"], r["sigma"]
+    results = {"t_S": spec["t_S"], "Lambda": spec["Lambda"], "t_C": None, "model": None}
+    phi = f = np.full_like(t, np.nan)
+    if meta["source"] == "gaussian_mixture":
+        n, d, mu, sigma = meta["n"], meta["d"], meta["mu_tilde"], meta["sigma"]
         phi = gm_phi(t, mu * math.sqrt(d), sigma)
         f = gm_excess_entropy(t, n, d, sigma)
         lam = gm_lambda(d, mu, sigma)
         results.update({"t_C": gm_collapse_time(n, d, sigma), "Lambda_population": lam,
-                        "t_S_population": speciation_time(lam), "phi_model": "gaussian_mixture",
+                        "t_S_population": speciation_time(lam), "model": "gaussian_mixture",
                         "alpha": math.log(n) / d})
-    else:
-        m_norm, sigma = equivalent_mixture(spec["Lambda"], spec["bulk_variance"])
-        phi = gm_phi(t, m_norm, sigma)
-        f = np.full_like(t, np.nan)
-        results.update({"t_C": None, "phi_model": "gaussian_mixture_same_Lambda",
-                        "equivalent_m_norm": m_norm, "equivalent_sigma": sigma})
-    table = pd.DataFrame({"t": t, "phi": phi, "f": pd.array(f, dtype="Float64")})
-    table["f"] = table["f"].where(np.isfinite(f), None)
+    table = pa.table({"t": pa.array(t),
+                      "phi": pa.array(phi, mask=~np.isfinite(phi)),
+                      "f": pa.array(f, mask=~np.isfinite(f))})
     write_table(table, output["theory"], make_metadata("theory", theory, None, results))
 
 
 # ----------------------------------------------------------------------------- summary / figures
-def _results(path: str) -> dict:
-    return read_metadata(path)["results"]
-
-
 def summary(input: dict, output: dict, experiments: dict) -> None:
     rows = []
     for exp, scores in experiments.items():
-        spec = _results(paths.SPECTRUM.format(exp=exp))
-        ent = _results(paths.ENTROPY.format(exp=exp))
-        th = _results(paths.THEORY.format(exp=exp))
+        spec = read_metadata(paths.SPECTRUM.format(exp=exp))
+        ent = read_metadata(paths.ENTROPY.format(exp=exp))
+        th = read_metadata(paths.THEORY.format(exp=exp))
         for score in scores:
-            clo = _results(paths.CLONING.format(exp=exp, score=score))
-            t_c = (_results(paths.COLLAPSE_TIMES.format(exp=exp, score=score))["t_C_measured"]
+            clo = read_metadata(paths.CLONING.format(exp=exp, score=score))
+            t_c = (read_metadata(paths.COLLAPSE_TIMES.format(exp=exp, score=score))["t_C_measured"]
                    if score in MEMORISING_SCORES else None)
             rows.append({"experiment": exp, "score": score, "n": spec["n"], "d": spec["d"],
                          "Lambda": spec["Lambda"], "t_S_theory": spec["t_S"],
                          "t_S_measured": clo["t_S_measured"], "t_C_entropy": ent["t_C"],
-                         "t_C_measured": t_c,
-                         "t_C_theory_gm": th["t_C"] if th.get("phi_model") == "gaussian_mixture" else None,
+                         "t_C_measured": t_c, "t_C_theory_gm": th["t_C"],
                          "t_S_measured_se": clo["t_S_measured_se"],
                          "classifier_accuracy": clo.get("accuracy")})
     df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_C_measured": "Float64",
@@ -295,7 +280,3 @@ def samples(input: dict, output: dict, exp: str, scores: list[str]) -> None:
     from . import plots
 
     plots.samples_figure(exp, scores, Path(output["samples"]))
-
-
-def read_summary(path: str = paths.SUMMARY) -> pd.DataFrame:
-    return read_table(path)[0]

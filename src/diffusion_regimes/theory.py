@@ -62,16 +62,6 @@ def gm_collapse_time(n: int, d: int, sigma: float) -> float:
     return 0.5 * math.log1p(sigma**2 / math.expm1(2 * math.log(n) / d))
 
 
-def equivalent_mixture(Lambda: float, bulk_variance: float) -> tuple[float, float]:
-    """(|m|, sigma) of the two-Gaussian mixture with the same top eigenvalue.
-
-    Used as the reference phi(t) for data without a closed form: the bulk of the
-    spectrum sets the class width ``sigma^2`` and ``|m|^2 = Lambda - sigma^2``.
-    """
-    sigma2 = max(bulk_variance, 0.0)
-    return math.sqrt(max(Lambda - sigma2, 0.0)), math.sqrt(sigma2)
-
-
 def crossing_time(t: np.ndarray, y: np.ndarray, level: float) -> float:
     """Time at which ``y(t)`` crosses ``level``, by linear interpolation.
 

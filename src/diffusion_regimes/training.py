@@ -9,11 +9,14 @@ every 50 epochs).
 Resumable: every ``checkpoint_every`` steps the full state (model, optimiser,
 step, generator state, loss log) is written atomically to ``state_path``, a
 file that is not a declared output; a rerun resumes from it and, on the CPU,
-ends with the same weights as an uninterrupted run.
+ends with the same weights as an uninterrupted run. A state made from other
+data or other hyperparameters (its fingerprint differs) is not resumed; only
+``steps`` and ``checkpoint_every`` may change between runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -49,14 +52,14 @@ def train_unet(x: torch.Tensor, shape: tuple[int, int, int], model_cfg: dict, tr
     step, log = 0, []
     state_path = Path(state_path)
     # a state made with other hyperparameters is not resumed (more steps are fine)
-    fingerprint = json.dumps({"model": model_cfg, "seed": seed, "n": int(x.shape[0]),
+    fingerprint = json.dumps({"model": model_cfg, "seed": seed, "shape": list(shape), "n": int(x.shape[0]),
+                              "data": hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest(),
                               "train": {k: v for k, v in train_cfg.items()
                                         if k not in ("steps", "checkpoint_every")}}, sort_keys=True)
     state = None
     if state_path.exists():
-        state = load_checkpoint(state_path, required=("model", "optimizer", "step", "generator", "log",
-                                                      "fingerprint"))
-        if state["fingerprint"] != fingerprint:
+        state = load_checkpoint(state_path, required=("model", "optimizer", "step", "generator", "log"))
+        if state.get("fingerprint") != fingerprint:
             log_.warning("%s was made with other settings: training afresh", state_path)
             state = None
         elif state["step"] > train_cfg["steps"]:

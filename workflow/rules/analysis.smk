@@ -4,6 +4,7 @@ rule entropy:
     output:
         entropy=paths.ENTROPY,
     params:
+        exp="{exp}",
         entropy=entropy_params,
         block=block_param,
         seed=config["seed"],

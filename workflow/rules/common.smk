@@ -1,6 +1,7 @@
 # Helpers of the rules: paths, per-rule params and inputs. No logic beyond wiring.
 from diffusion_regimes import paths
 from diffusion_regimes.config import MEMORISING_SCORES, NETWORK_SCORES, needs_classifier
+from diffusion_regimes.sampling import Sampler
 
 EXPERIMENTS = config["experiments"]
 # software of every rule for --software-deployment-method conda (the package itself
@@ -43,11 +44,14 @@ def train_params(wildcards):
 
 
 def classifier_params(wildcards):
-    return exp_cfg(wildcards)["classifier"]
+    """Training settings of the classifier (its accuracy threshold is a cloning param)."""
+    return {k: v for k, v in exp_cfg(wildcards)["classifier"].items() if k != "min_accuracy"}
 
 
 def min_accuracy_param(wildcards):
-    return exp_cfg(wildcards)["classifier"]["min_accuracy"]
+    """Accuracy threshold of the classifier, for the cloning jobs that use one."""
+    cfg = exp_cfg(wildcards)
+    return cfg["classifier"]["min_accuracy"] if needs_classifier(cfg) else None
 
 
 def cloning_params(wildcards):
@@ -59,15 +63,18 @@ def collapse_params(wildcards):
 
 
 def sampler_params(wildcards):
-    return exp_cfg(wildcards)["sampler"] if wildcards.score not in NETWORK_SCORES else {}
-
-
-def network_sampler_params(wildcards):
-    return exp_cfg(wildcards)["network_sampler"] if wildcards.score in NETWORK_SCORES else {}
+    """The sampler of this score model (network_sampler for networks), relevant keys only."""
+    key = "network_sampler" if wildcards.score in NETWORK_SCORES else "sampler"
+    return Sampler.relevant_config(exp_cfg(wildcards)[key])
 
 
 def block_param(wildcards):
     return exp_cfg(wildcards)["block"]
+
+
+def score_block_param(wildcards):
+    """Block size of the empirical score, for the jobs whose score model is empirical."""
+    return exp_cfg(wildcards)["block"] if wildcards.score == "empirical" else None
 
 
 def entropy_params(wildcards):

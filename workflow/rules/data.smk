@@ -2,6 +2,7 @@ rule subset:
     output:
         data=paths.DATA,
     params:
+        exp="{exp}",
         dataset=dataset_params,
         seed=config["seed"],
     log:

@@ -5,6 +5,7 @@ rule train:
         model=paths.MODEL,
         log=paths.TRAIN_LOG,
     params:
+        exp="{exp}",
         model=model_params,
         train=train_params,
         seed=config["seed"],
@@ -31,6 +32,7 @@ rule classifier:
     output:
         classifier=paths.CLASSIFIER,
     params:
+        exp="{exp}",
         classifier=classifier_params,
         seed=config["seed"],
     log:

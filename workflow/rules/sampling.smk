@@ -5,11 +5,11 @@ rule cloning:
         cloning=paths.CLONING,
         snapshots=paths.SNAPSHOTS,
     params:
+        exp="{exp}",
         score="{score}",
         cloning=cloning_params,
         sampler=sampler_params,
-        network_sampler=network_sampler_params,
-        block=block_param,
+        block=score_block_param,
         min_accuracy=min_accuracy_param,
         seed=config["seed"],
     log:
@@ -32,10 +32,10 @@ rule collapse:
         times=paths.COLLAPSE_TIMES,
         phi_c=paths.PHI_C,
     params:
+        exp="{exp}",
         score="{score}",
         collapse=collapse_params,
         sampler=sampler_params,
-        network_sampler=network_sampler_params,
         block=block_param,
         seed=config["seed"],
     log:
