@@ -55,6 +55,16 @@ def phi_figure(exp: str, scores: list[str], path: Path) -> None:
     _save(fig, path)
 
 
+def _grid_bins(values: np.ndarray, most: int = 40) -> np.ndarray | int:
+    """Histogram edges halfway between the distinct values (collapse times lie on the
+    sampler's grid), so that no bin holds two grid times; plain bins when there are many."""
+    v = np.unique(values)
+    if len(v) < 2 or len(v) > most:
+        return min(most, max(len(v), 1))
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
+
+
 def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
     ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
     er = emeta
@@ -81,7 +91,8 @@ def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
     ax.legend(fontsize=7)
     for score in scores:
         tab, meta = read_table(paths.COLLAPSE_TIMES.format(exp=exp, score=score))
-        axes[1].hist(tab["t_collapse"], bins=30, alpha=0.5, color=COLORS.get(score),
+        axes[1].hist(tab["t_collapse"], bins=_grid_bins(tab["t_collapse"].to_numpy()), alpha=0.5,
+                     color=COLORS.get(score),
                      label=f"{score}: mean {meta['t_C_measured']:.3g}")
         phi_c, _ = read_table(paths.PHI_C.format(exp=exp, score=score))
         axes[2].errorbar(phi_c["t"], phi_c["phi_c"], yerr=phi_c["phi_c_se"], fmt="o-", ms=3,

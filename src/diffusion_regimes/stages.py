@@ -39,7 +39,7 @@ from .schedule import speciation_time
 from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
 from .seeding import derive_seed
 from .spectrum import bulk_variance, covariance_eigenvalues, spectrum_table
-from .theory import PHI_CROSSING, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
+from .theory import PHI_CROSSING, crossing_time, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
 from .training import classifier_labeller, train_classifier, train_unet
 
 log = logging.getLogger("diffusion_regimes")
@@ -235,6 +235,7 @@ def theory(input: dict, output: dict, theory: dict) -> None:
         f = gm_excess_entropy(t, n, d, sigma)
         lam = gm_lambda(d, mu, sigma)
         results.update({"t_C": gm_collapse_time(n, d, sigma), "Lambda_population": lam,
+                        "t_C_at_level": crossing_time(t, f, collapse_level(d)),
                         "t_S_population": speciation_time(lam), "model": "gaussian_mixture",
                         "alpha": math.log(n) / d})
     table = pa.table({"t": pa.array(t),
