@@ -27,7 +27,7 @@ def main() -> None:
     for name, fn in [("shared trunk", clone_shared_trunk), ("rerun per branch", clone_rerun_per_branch)]:
         samp = Sampler.from_config(exp["sampler"])
         t0 = time.perf_counter()
-        res = fn(score, samp, branch, n_pairs, d, score.classify, torch.Generator().manual_seed(0))
+        res = fn(score, samp, branch, n_pairs, d, score.classify, 0)
         wall = time.perf_counter() - t0
         table, cross = agreement_table(res.times, res.agree, 200, 0)
         out[name] = (res.nfe, wall, cross["crossing"])

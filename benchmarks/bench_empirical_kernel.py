@@ -44,7 +44,9 @@ def main() -> None:
     print(f"matmul (same products): {gm:7.1f} GFLOP/s ({t_mm * 1e3:.1f} ms)")
     print(f"empirical-score kernel: {gk:7.1f} GFLOP/s ({t_kernel * 1e3:.1f} ms)")
     print(f"fraction of matmul throughput: {gk / gm:.2f} (target >= 0.50)")
-    print(f"peak extra memory of the kernel ~ {a.batch * min(a.block, a.n) * 4 / 2**20:.1f} MiB per block")
+    rows = min(a.batch, score.rows)
+    print(f"working memory of the kernel ~ rows x (block + 2d) floats = "
+          f"{rows * (min(a.block, a.n) + 2 * a.d) * 4 / 2**20:.1f} MiB (training set: {a.n * a.d * 4 / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_excess_entropy_against_quadrature_in_one_dimension():
 def test_excess_entropy_of_one_point_is_zero(gen):
     table = excess_entropy(EmpiricalScore(torch.randn(1, 50, generator=gen)), np.array([0.1, 1.0]), 500,
                            seed=0, progress=False)
-    np.testing.assert_allclose(table["f"], 0.0, atol=1e-6)  # float32 rounding
+    np.testing.assert_allclose(table["f"], 0.0, atol=1e-12)
 
 
 def test_gaussian_mixture_excess_entropy_and_collapse_time(gen):

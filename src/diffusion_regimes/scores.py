@@ -69,11 +69,13 @@ class EmpiricalScore:
     All heavy work goes through :meth:`_scan`, an online (streaming) log-sum-exp
     over blocks of ``block`` training points: two matrix products per block.
     States are processed ``rows`` at a time, so the working memory is
-    ``O(rows * (block + d))`` floats whatever n and the batch size.
+    ``O(rows * (block + d))`` floats whatever n and the batch size. ``dtype``
+    (float32 by default) is that of the training points and of the states passed in.
     """
 
-    def __init__(self, a: torch.Tensor, block: int = 4096, rows: int = 2048):
-        self.a = a.to(torch.float32).contiguous()
+    def __init__(self, a: torch.Tensor, block: int = 4096, rows: int = 2048,
+                 dtype: torch.dtype = torch.float32):
+        self.a = a.to(dtype).contiguous()
         self.sq_norm = (self.a * self.a).sum(1)
         self.block = int(block)
         self.rows = int(rows)
@@ -97,10 +99,11 @@ class EmpiricalScore:
         c = math.exp(-t) / dt
         q = 0.5 * math.exp(-2 * t) / dt
         B = x.shape[0]
-        run_max = torch.full((B,), -math.inf, dtype=torch.float32)
+        dtype = self.a.dtype
+        run_max = torch.full((B,), -math.inf, dtype=dtype)
         run_arg = torch.zeros(B, dtype=torch.int64)
-        run_sum = torch.zeros(B, dtype=torch.float32)
-        acc = torch.zeros(B, self.d, dtype=torch.float32) if want_mean else None
+        run_sum = torch.zeros(B, dtype=dtype)
+        acc = torch.zeros(B, self.d, dtype=dtype) if want_mean else None
         xc = x * c
         for start in range(0, self.n, self.block):
             a = self.a[start:start + self.block]
