@@ -25,7 +25,8 @@ def test_table_roundtrip_with_metadata(tmp_path):
     write_table(df, tmp_path / "a.parquet", make_metadata("test", {"k": 1}, 5, {"x": float("nan"), "y": 2}))
     back, meta = read_table(tmp_path / "a.parquet")
     pd.testing.assert_frame_equal(back, df)
-    assert meta == {"stage": "test", "version": __version__, "config": {"k": 1}, "seed": 5, "x": None, "y": 2}
+    assert meta == {"stage": "test", "version": __version__, "config": {"k": 1}, "seed": 5,
+                    "threads": torch.get_num_threads(), "x": None, "y": 2}
     assert oct((tmp_path / "a.parquet").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     assert not list(tmp_path.glob(".*tmp"))
 
@@ -75,6 +76,8 @@ def test_default_and_test_configs_validate():
     (lambda c: c["experiments"]["digits"]["sampler"].update(method="rk4"), "experiments.digits.sampler.method"),
     (lambda c: c.update(colour="red"), "unknown key 'colour'"),
     (lambda c: c["experiments"]["gmm"]["cloning"].update(branch_times=[2.0, 1.0]), "increasing order"),
+    (lambda c: c["experiments"]["gmm"]["cloning"].update(branch_times=[1.0, 1.0]), "strictly increasing"),
+    (lambda c: c["experiments"]["digits"]["network_sampler"].update(steps=1000), "at most 999 steps"),
     (lambda c: c["experiments"]["gmm"]["dataset"].update(n=1000.0), "experiments.gmm.dataset.n: 1000.0 is not"),
     (lambda c: c["experiments"]["gmm"]["sampler"].update(t_end=7.0), "experiments.gmm.sampler.t_end: must be"),
     (lambda c: c["experiments"]["digits"]["dataset"].update(size=9), "experiments.digits.dataset.size"),

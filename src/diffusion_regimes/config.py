@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from .io import InputError
+from .schedule import DDPM_STEPS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 #: score models that need a trained network
@@ -131,12 +132,14 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
                 raise _fail(f"{where}.scores", f"{score!r} needs image data, not source gaussian_mixture")
         for key in ("cloning", "collapse"):
             bt = exp[key]["branch_times"]
-            if sorted(bt) != list(bt):
-                raise _fail(f"{where}.{key}.branch_times", "list them in increasing order")
+            if any(b <= a for a, b in zip(bt, bt[1:])):
+                raise _fail(f"{where}.{key}.branch_times", "list them in strictly increasing order")
         for key in ("sampler", "network_sampler"):
             s = exp[key]
             if s["grid"] != "ddpm" and not s["t_end"] < s["T"]:
                 raise _fail(f"{where}.{key}.t_end", f"must be below T={s['T']}")
+            if s["grid"] == "ddpm" and s["steps"] > DDPM_STEPS - 1:
+                raise _fail(f"{where}.{key}.steps", f"the ddpm grid has at most {DDPM_STEPS - 1} steps")
         ent = exp["entropy"]
         if ent["t_min"] >= ent["t_max"]:
             raise _fail(f"{where}.entropy.t_min", "must be below t_max")

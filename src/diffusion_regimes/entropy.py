@@ -41,13 +41,11 @@ def excess_entropy(train: EmpiricalScore, t_values: np.ndarray, n_samples: int, 
     """Monte Carlo f(t) with standard errors, table ``t, f, f_se``.
 
     Cost per time point: ``n_samples * n * d`` multiply-adds, blocked over the
-    training points by :class:`EmpiricalScore`, in float64: below t_C the estimator
+    training points by :class:`EmpiricalScore`, with float64 states: below t_C the estimator
     is a small difference of large terms, which float32 would round by about 1e-7,
     far more than its standard error there. Time point k draws from
     ``generator(seed, "t", k)``.
     """
-    train = train if train.a.dtype == torch.float64 else EmpiricalScore(
-        train.a.double(), train.block, train.rows, torch.float64)
     rows = []
     for k, t in enumerate(tqdm(np.asarray(t_values, dtype=np.float64), desc="entropy f(t)",
                                disable=not progress)):
@@ -58,7 +56,7 @@ def excess_entropy(train: EmpiricalScore, t_values: np.ndarray, n_samples: int, 
             B = min(batch, n_samples - b0)
             mu = torch.randint(0, train.n, (B,), generator=gen)
             z = torch.randn(B, train.d, generator=gen, dtype=torch.float64)
-            x = train.a[mu] * math.exp(-t) + math.sqrt(dt) * z
+            x = train.a[mu].double() * math.exp(-t) + math.sqrt(dt) * z
             lse, _, _, _ = train._scan(x, float(t), want_mean=False)
             vals.append((lse - (x**2).sum(1) / (2 * dt)) / train.d + 0.5)
             controls.append((z**2).sum(1) / (2 * train.d) - 0.5)

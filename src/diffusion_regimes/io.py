@@ -70,19 +70,20 @@ def _jsonable(value: Any) -> Any:
 
 
 #: keys of the metadata that are not stage results
-RESERVED_KEYS = ("stage", "version", "config", "seed")
+RESERVED_KEYS = ("stage", "version", "config", "seed", "threads")
 
 
 def make_metadata(stage: str, config: dict | None = None, seed: int | None = None,
                   results: dict | None = None) -> dict:
-    """Standard metadata: ``stage``, package ``version``, ``config`` subset, ``seed``, and the
+    """Standard metadata: ``stage``, package ``version``, ``config`` subset, ``seed``, the
+    CPU ``threads`` used (results are bit-identical only for the same count), and the
     stage's scalar results as top-level keys (``Lambda``, ``t_S``, ``nfe``, ...)."""
     results = results or {}
     clash = set(results) & set(RESERVED_KEYS)
     if clash:
         raise ValueError(f"result names {sorted(clash)} are reserved metadata keys")
     return _jsonable({"stage": stage, "version": __version__, "config": config or {}, "seed": seed,
-                      **results})
+                      "threads": torch.get_num_threads(), **results})
 
 
 def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: dict) -> None:

@@ -36,7 +36,7 @@ class Sampler:
     ``nfe`` counts score evaluations (rows of x passed to the score).
     """
 
-    def __init__(self, grid: np.ndarray, method: str = "euler_maruyama"):
+    def __init__(self, grid: np.ndarray, method: str = "euler_maruyama", kind: str = "custom"):
         grid = np.asarray(grid, dtype=np.float64)
         if grid.ndim != 1 or len(grid) < 2 or not np.all(np.diff(grid) < 0) or grid[-1] <= 0:
             raise ValueError("sampler grid must be a decreasing array of positive OU times")
@@ -44,6 +44,7 @@ class Sampler:
             raise ValueError(f"unknown sampler method {method!r}: use one of {METHODS}")
         self.grid = grid
         self.method = method
+        self.kind = kind
         self.nfe = 0
 
     @staticmethod
@@ -57,7 +58,7 @@ class Sampler:
         grid = time_grid(cfg["grid"], int(cfg["steps"]),
                          None if cfg["grid"] == "ddpm" else float(cfg["T"]),
                          float(cfg.get("t_end", 1e-3)))
-        return cls(grid, cfg["method"])
+        return cls(grid, cfg["method"], cfg["grid"])
 
     @property
     def steps(self) -> int:
@@ -108,7 +109,7 @@ class Sampler:
     @property
     def settings(self) -> dict:
         """The effective settings: method, grid kind, steps, T and t_end of the grid."""
-        return {"method": self.method, "steps": self.steps, "T": float(self.grid[0]),
+        return {"method": self.method, "grid": self.kind, "steps": self.steps, "T": float(self.grid[0]),
                 "t_end": float(self.grid[-1])}
 
     def snap(self, times: np.ndarray) -> np.ndarray:

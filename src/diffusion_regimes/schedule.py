@@ -86,6 +86,8 @@ def time_grid(kind: str, steps: int, T: float | None = None, t_end: float = 1e-3
     if steps < 1:
         raise ValueError(f"time grid needs steps >= 1, got {steps}")
     if kind == "ddpm":
+        if steps > DDPM_STEPS - 1:
+            raise ValueError(f"the ddpm grid has at most {DDPM_STEPS - 1} steps, got {steps}")
         times = ddpm_times()
         idx = np.unique(np.round(np.linspace(len(times) - 1, 0, steps + 1)).astype(int))[::-1]
         return times[idx].copy()

@@ -69,13 +69,13 @@ class EmpiricalScore:
     All heavy work goes through :meth:`_scan`, an online (streaming) log-sum-exp
     over blocks of ``block`` training points: two matrix products per block.
     States are processed ``rows`` at a time, so the working memory is
-    ``O(rows * (block + d))`` floats whatever n and the batch size. ``dtype``
-    (float32 by default) is that of the training points and of the states passed in.
+    ``O(rows * (block + d))`` floats whatever n and the batch size. The arithmetic
+    is done in the dtype of the states passed in (float64 states are compared with
+    the float32 training points block by block, without a float64 copy of them).
     """
 
-    def __init__(self, a: torch.Tensor, block: int = 4096, rows: int = 2048,
-                 dtype: torch.dtype = torch.float32):
-        self.a = a.to(dtype).contiguous()
+    def __init__(self, a: torch.Tensor, block: int = 4096, rows: int = 2048):
+        self.a = a.to(torch.float32).contiguous()
         self.sq_norm = (self.a * self.a).sum(1)
         self.block = int(block)
         self.rows = int(rows)
@@ -99,7 +99,7 @@ class EmpiricalScore:
         c = math.exp(-t) / dt
         q = 0.5 * math.exp(-2 * t) / dt
         B = x.shape[0]
-        dtype = self.a.dtype
+        dtype = x.dtype
         run_max = torch.full((B,), -math.inf, dtype=dtype)
         run_arg = torch.zeros(B, dtype=torch.int64)
         run_sum = torch.zeros(B, dtype=dtype)
@@ -107,7 +107,11 @@ class EmpiricalScore:
         xc = x * c
         for start in range(0, self.n, self.block):
             a = self.a[start:start + self.block]
-            logits = torch.addmm(self.sq_norm[start:start + self.block].mul(-q)[None, :], xc, a.T)
+            sq = self.sq_norm[start:start + self.block]
+            if a.dtype != dtype:  # e.g. float64 states against float32 training points
+                a = a.to(dtype)
+                sq = (a * a).sum(1)
+            logits = torch.addmm(sq.mul(-q)[None, :], xc, a.T)
             blk_max, blk_arg = logits.max(1)
             new_max = torch.maximum(run_max, blk_max)
             scale = torch.exp(run_max - new_max)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .io import InputError, load_checkpoint, save_checkpoint
 from .models import SmallCNN, build_unet
 from .schedule import ddpm_times
+from .seeding import derive_seed
 
 log_ = logging.getLogger("diffusion_regimes")
 
@@ -44,7 +45,7 @@ def learning_rate(step: int, cfg: dict, n: int) -> float:
 def train_unet(x: torch.Tensor, shape: tuple[int, int, int], model_cfg: dict, train_cfg: dict,
                seed: int, state_path: str | Path, progress: bool = True):
     """Train a U-Net on data x (n, d); returns (model, loss log DataFrame ``step, loss, lr``)."""
-    torch.manual_seed(seed)  # dropout draws from the global generator
+    torch.manual_seed(derive_seed(seed, "init"))  # weights and dropout use the global generator
     model = build_unet(model_cfg, shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"])
     g = torch.Generator().manual_seed(seed)
@@ -93,7 +94,7 @@ def train_unet(x: torch.Tensor, shape: tuple[int, int, int], model_cfg: dict, tr
         loss.backward()
         opt.step()
         step += 1
-        log.append((step, float(loss), lr))
+        log.append((step, loss.item(), lr))
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean([r[1] for r in log[-50:]]):.4f}")
@@ -115,7 +116,7 @@ def train_classifier(x: torch.Tensor, labels: torch.Tensor, shape: tuple[int, in
     vectors (n, d), augmented with Gaussian noise of std ``noise`` so that slightly
     noisy generated samples are classified as well."""
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed, "init"))
     n = x.shape[0]
     perm = torch.randperm(n, generator=g)
     n_test = max(1, int(round(cfg["holdout"] * n)))
