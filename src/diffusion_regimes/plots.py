@@ -3,8 +3,8 @@
 - ``phi.png``: phi(t) against t/t_S for every score model, with the theory curve.
 - ``collapse.png``: f(t)/alpha with t_C marked, the histogram of measured
   collapse times, and phi_C(t).
-- ``samples.png``: image data only: one trajectory at each branch time and the
-  final image of its clone made at that time.
+- ``samples.png``: image data only: one trajectory at each branch time, its
+  denoised estimate there, and the final image of its clone made at that time.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def samples_figure(exp: str, scores: list[str], path: Path) -> None:
         tab, _ = read_table(paths.SNAPSHOTS.format(exp=exp, score=score))
         fig_rows.append((score, tab))
     K = int((fig_rows[0][1]["kind"] == "trunk").sum())
-    fig, axes = plt.subplots(2 * len(fig_rows), K + 1, figsize=(1.2 * (K + 1), 2.6 * len(fig_rows)),
+    fig, axes = plt.subplots(3 * len(fig_rows), K + 1, figsize=(1.2 * (K + 1), 3.9 * len(fig_rows)),
                              squeeze=False)
 
     def show(ax, vec):
@@ -132,17 +132,20 @@ def samples_figure(exp: str, scores: list[str], path: Path) -> None:
         ax.set_yticks([])
 
     for r, (score, tab) in enumerate(fig_rows):
-        trunk = tab[tab["kind"] == "trunk"].sort_values("branch_t", ascending=False)
-        clones = tab[tab["kind"] == "clone_final"].sort_values("branch_t", ascending=False)
+        trunk, denoised, clones = (tab[tab["kind"] == name].sort_values("branch_t", ascending=False)
+                                   for name in ("trunk", "trunk_denoised", "clone_final"))
         final = tab[tab["kind"] == "trunk_final"].iloc[0]
         for k in range(K):
-            show(axes[2 * r, k], trunk["x"].iloc[k])
-            axes[2 * r, k].set_title(f"t={trunk['t'].iloc[k]:.2f}", fontsize=7)
-            show(axes[2 * r + 1, k], clones["x"].iloc[k])
-        show(axes[2 * r, K], final["x"])
-        axes[2 * r, K].set_title("final", fontsize=7)
-        axes[2 * r + 1, K].axis("off")
-        axes[2 * r, 0].set_ylabel(f"{score}\ntrajectory", fontsize=8)
-        axes[2 * r + 1, 0].set_ylabel("its clone\n(final)", fontsize=8)
+            show(axes[3 * r, k], trunk["x"].iloc[k])
+            axes[3 * r, k].set_title(f"t={trunk['t'].iloc[k]:.2f}", fontsize=7)
+            show(axes[3 * r + 1, k], denoised["x"].iloc[k])
+            show(axes[3 * r + 2, k], clones["x"].iloc[k])
+        show(axes[3 * r, K], final["x"])
+        axes[3 * r, K].set_title("final", fontsize=7)
+        axes[3 * r + 1, K].axis("off")
+        axes[3 * r + 2, K].axis("off")
+        axes[3 * r, 0].set_ylabel(f"{score}\ntrajectory x(t)", fontsize=8)
+        axes[3 * r + 1, 0].set_ylabel("its denoised\nE[a | x(t)]", fontsize=8)
+        axes[3 * r + 2, 0].set_ylabel("clone made at t\n(final)", fontsize=8)
     fig.suptitle(f"{exp}: one trajectory, and the end of its clone made at each time", fontsize=9)
     _save(fig, path)

@@ -29,6 +29,12 @@ from .scores import Score
 METHODS = ("euler_maruyama", "ddpm")
 
 
+def tweedie(score: Score, x: torch.Tensor, t: float) -> torch.Tensor:
+    """Tweedie's estimate of the clean sample given states x (B, d) at OU time t:
+    ``E[a | x_t = x] = e^{t} (x + Delta_t F(x, t))`` (one score evaluation per row)."""
+    return math.exp(t) * (x + delta(t) * score(x, t))
+
+
 class Sampler:
     """Reverse-SDE integrator on a fixed decreasing time grid.
 
@@ -100,11 +106,9 @@ class Sampler:
         return x
 
     def denoise(self, score: Score, x: torch.Tensor) -> torch.Tensor:
-        """Tweedie's estimate of the clean sample from states x at the grid's last time:
-        ``E[a | x_t] = e^{t} (x + Delta_t F(x, t))`` (one score evaluation per row)."""
-        t = float(self.grid[-1])
+        """:func:`tweedie` at the grid's last time (counted in ``nfe``)."""
         self.nfe += x.shape[0]
-        return math.exp(t) * (x + delta(t) * score(x, t))
+        return tweedie(score, x, float(self.grid[-1]))
 
     @property
     def settings(self) -> dict:

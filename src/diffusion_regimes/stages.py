@@ -34,7 +34,7 @@ from .io import (
     write_table,
 )
 from .models import SmallCNN, build_unet, count_parameters
-from .sampling import Sampler
+from .sampling import Sampler, tweedie
 from .schedule import speciation_time
 from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
 from .seeding import derive_seed
@@ -133,16 +133,21 @@ def _branch_times(relative: list[float], spec: dict) -> np.ndarray:
     return np.asarray(relative, dtype=np.float64) * spec["t_S"]
 
 
-def _snapshot_table(res, grid_end: float) -> pa.Table:
-    """Pair 0 of a cloning run: the trunk at each branch time, the final state of the
-    clone made there, and the trunk's final state (columns t, kind, branch_t, x)."""
+def _snapshot_table(res, grid_end: float, score) -> pa.Table:
+    """Pair 0 of a cloning run (columns t, kind, branch_t, x): the trunk at each
+    branch time (``trunk``), its denoised estimate there (``trunk_denoised``, Tweedie),
+    the final state of the clone made there (``clone_final``) and the trunk's final
+    state (``trunk_final``)."""
     K = len(res.times)
-    rows = pd.DataFrame({
-        "t": np.concatenate([res.times, np.full(K, grid_end), [grid_end]]),
-        "kind": ["trunk"] * K + ["clone_final"] * K + ["trunk_final"],
-        "branch_t": np.concatenate([res.times, res.times, [np.nan]])})
     snaps = res.snapshots
-    flat = np.concatenate([snaps["trunk"], snaps["clone_final"], snaps["trunk_final"][None]]).astype(np.float32)
+    trunk = torch.as_tensor(snaps["trunk"])
+    denoised = torch.cat([tweedie(score, trunk[k:k + 1], float(t)) for k, t in enumerate(res.times)])
+    rows = pd.DataFrame({
+        "t": np.concatenate([res.times, res.times, np.full(K, grid_end), [grid_end]]),
+        "kind": ["trunk"] * K + ["trunk_denoised"] * K + ["clone_final"] * K + ["trunk_final"],
+        "branch_t": np.concatenate([res.times, res.times, res.times, [np.nan]])})
+    flat = np.concatenate([snaps["trunk"], denoised.numpy(), snaps["clone_final"],
+                           snaps["trunk_final"][None]]).astype(np.float32)
     return pa.Table.from_pandas(rows, preserve_index=False).append_column(
         "x", pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]))
 
@@ -166,7 +171,7 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, samp
                    samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
     cfg = {"cloning": cloning, "sampler": samp.settings, "score": score}
     write_table(table, output["cloning"], make_metadata("cloning", cfg, seed, results))
-    write_table(_snapshot_table(res, float(samp.grid[-1])), output["snapshots"],
+    write_table(_snapshot_table(res, float(samp.grid[-1]), fn), output["snapshots"],
                 make_metadata("cloning", cfg, seed, {"shape": meta["shape"]}))
     log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d", score, results["t_S_measured"],
              spec["t_S"], res.nfe)
