@@ -165,10 +165,6 @@ def load_config(path: str | Path) -> dict:
     return validate_config(config)
 
 
-def experiment_scores(config: dict, exp: str) -> list[str]:
-    return list(config["experiments"][exp]["scores"])
-
-
 def needs_classifier(exp_cfg: dict) -> bool:
     """Data without a closed-form class need a trained classifier for cloning."""
     return exp_cfg["dataset"]["source"] != "gaussian_mixture"

@@ -15,8 +15,6 @@ Sources:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -113,6 +111,3 @@ def gm_direction(meta: dict) -> torch.Tensor:
     """The mixture's centre m (d,) from a gaussian_mixture subset's metadata."""
     return torch.full((int(meta["d"]),), float(meta["mu_tilde"]))
 
-
-def is_square(d: int) -> bool:
-    return int(math.isqrt(d)) ** 2 == d
