@@ -13,7 +13,7 @@ min_version("9.0")
 
 
 # The embedded default, unless --configfile names another config: configs are
-# not merged, so --configfile config/paper.yaml runs only the paper's experiments.
+# not merged, so --configfile FILE runs only FILE's experiments.
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
