@@ -90,18 +90,21 @@ def test_bad_config_one_line_error(edit, words):
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
+SPECTRUM = {"top": 16, "method": "auto", "lambda_from": "all"}
+
+
 def test_bad_data_file_and_model_give_one_line_errors(tmp_path):
     from diffusion_regimes import stages
 
     data = tmp_path / "data.parquet"
     data.write_bytes(b"PAR1 garbage")
     with pytest.raises(InputError) as err:
-        stages.spectrum({"data": str(data)}, {"spectrum": str(tmp_path / "s.parquet")})
+        stages.spectrum({"data": str(data)}, {"spectrum": str(tmp_path / "s.parquet")}, SPECTRUM)
     assert "data.parquet" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "s.parquet").exists()
 
     stages.subset({}, {"data": str(data)}, "e", {"source": "sklearn_digits", "classes": [1, 8], "size": 8}, 0)
-    stages.spectrum({"data": str(data)}, {"spectrum": str(tmp_path / "s.parquet")})
+    stages.spectrum({"data": str(data)}, {"spectrum": str(tmp_path / "s.parquet")}, SPECTRUM)
     model = tmp_path / "unet.pt"
     save_checkpoint({"state_dict": {"w": torch.ones(1)}, "model": {"channels": 8, "channel_mult": [1, 2],
                      "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0}, "shape": [1, 8, 8]}, model)

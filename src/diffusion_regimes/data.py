@@ -18,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from .io import InputError, read_table
+from .io import InputError, read_metadata
 
 SOURCES = ("gaussian_mixture", "sklearn_digits")
 
@@ -88,15 +89,32 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
 
 
 def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Read ``data.parquet``: x (n, d) float32, labels (n,) int64, metadata."""
-    df, meta = read_table(path)
+    """Read ``data.parquet``: x (n, d) float32, labels (n,) int64, metadata.
+
+    Row groups (bounded in size by :func:`diffusion_regimes.io.write_table`) are read
+    one at a time into one preallocated array, so the peak memory is the data plus
+    one row group, not several copies of the data."""
+    meta = read_metadata(path)
     try:
-        d = int(meta["d"])
-        x = np.stack(df["x"].to_numpy()).astype(np.float32).reshape(-1, d).copy()
-    except (KeyError, ValueError) as err:
+        n, d = int(meta["n"]), int(meta["d"])
+        fh = pq.ParquetFile(path)
+        x = np.empty((n, d), dtype=np.float32)
+        labels = np.empty(n, dtype=np.int64)
+        i = 0
+        for group in range(fh.metadata.num_row_groups):
+            part = fh.read_row_group(group, columns=["label", "x"], use_threads=False)
+            rows = part.num_rows
+            x[i:i + rows] = part.column("x").combine_chunks().flatten().to_numpy(
+                zero_copy_only=False).reshape(rows, d)
+            labels[i:i + rows] = part.column("label").to_numpy()
+            i += rows
+            del part
+        if i != n:
+            raise ValueError(f"{i} rows, metadata says {n}")
+    except (KeyError, ValueError, OSError, pa.ArrowException) as err:
         raise InputError(f"{path}: malformed subset table ({err}); delete it and re-run the "
                          "subset stage") from None
-    return torch.from_numpy(x), torch.from_numpy(df["label"].to_numpy().astype(np.int64)), meta
+    return torch.from_numpy(x), torch.from_numpy(labels), meta
 
 
 def image_shape(meta: dict) -> tuple[int, ...]:

@@ -27,6 +27,8 @@ import torch
 from . import __version__
 
 METADATA_KEY = b"diffusion_regimes"
+#: target size of a Parquet row group: readers hold one at a time
+ROW_GROUP_BYTES = 64 * 2**20
 
 
 class InputError(RuntimeError):
@@ -92,8 +94,9 @@ def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: 
     existing = table.schema.metadata or {}
     table = table.replace_schema_metadata(
         {**existing, METADATA_KEY: json.dumps(_jsonable(metadata), sort_keys=True).encode()})
+    rows = max(1, int(ROW_GROUP_BYTES // max(table.nbytes / max(table.num_rows, 1), 1)))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=rows)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -38,7 +38,7 @@ from .sampling import Sampler, tweedie
 from .schedule import speciation_time
 from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
 from .seeding import derive_seed
-from .spectrum import bulk_variance, covariance_eigenvalues, spectrum_table
+from .spectrum import bulk_variance, covariance_eigenvalues, covariance_trace, spectrum_table
 from .theory import PHI_CROSSING, crossing_time, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
 from .training import classifier_labeller, train_classifier, train_unet
 
@@ -52,16 +52,29 @@ def subset(input: dict, output: dict, exp: str, dataset: dict, seed: int) -> Non
     log.info("subset: n=%d d=%d classes=%s", meta["n"], meta["d"], meta["class_counts"])
 
 
-def spectrum(input: dict, output: dict, top: int = 512) -> None:
+def spectrum(input: dict, output: dict, spectrum: dict) -> None:
+    """Top of the covariance spectrum over all channels (the table) and Lambda over
+    channel 0 only; ``spectrum.lambda_from`` says which Lambda sets t_S."""
     x, _, meta = load_subset(input["data"])
-    ev = covariance_eigenvalues(x)
-    Lambda = float(ev[0])
-    results = {"Lambda": Lambda, "t_S": speciation_time(Lambda), "trace": float(ev.sum()),
-               "bulk_variance": bulk_variance(ev, x.shape[1]), "n": x.shape[0], "d": x.shape[1],
-               "channels": "all"}
-    write_table(spectrum_table(ev[:top]), output["spectrum"],
-                make_metadata("spectrum", {"top": top}, None, results))
-    log.info("spectrum: Lambda=%.4g t_S=%.4g", Lambda, results["t_S"])
+    n, d = x.shape
+    ev = covariance_eigenvalues(x, spectrum["top"], spectrum["method"])
+    shape = meta["shape"]
+    if len(shape) == 3 and shape[0] > 1:
+        ev0 = covariance_eigenvalues(x.view(n, shape[0], -1)[:, 0].contiguous(), 1, spectrum["method"])
+        lambda0 = float(ev0[0])
+    else:
+        lambda0 = float(ev[0])
+    lambda_all = float(ev[0])
+    Lambda = lambda_all if spectrum["lambda_from"] == "all" else lambda0
+    trace = covariance_trace(x)
+    results = {"Lambda": Lambda, "t_S": speciation_time(Lambda), "Lambda_all": lambda_all,
+               "Lambda_channel0": lambda0, "t_S_channel0": speciation_time(lambda0),
+               "lambda_from": spectrum["lambda_from"], "trace": trace,
+               "bulk_variance": bulk_variance(lambda_all, trace, d), "n": n, "d": d}
+    write_table(spectrum_table(ev[:spectrum["top"]]), output["spectrum"],
+                make_metadata("spectrum", spectrum, None, results))
+    log.info("spectrum: Lambda=%.4g (all channels %.4g, channel 0 %.4g) t_S=%.4g", Lambda, lambda_all,
+             lambda0, results["t_S"])
 
 
 # ----------------------------------------------------------------------------- models
@@ -261,7 +274,8 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
             t_c = (read_metadata(paths.COLLAPSE_TIMES.format(exp=exp, score=score))["t_C_measured"]
                    if score in MEMORISING_SCORES else None)
             rows.append({"experiment": exp, "score": score, "n": spec["n"], "d": spec["d"],
-                         "Lambda": spec["Lambda"], "t_S_theory": spec["t_S"],
+                         "Lambda": spec["Lambda"], "Lambda_channel0": spec["Lambda_channel0"],
+                         "t_S_theory": spec["t_S"],
                          "t_S_measured": clo["t_S_measured"], "t_C_entropy": ent["t_C"],
                          "t_C_measured": t_c, "t_C_theory_gm": th["t_C"],
                          "t_S_measured_se": clo["t_S_measured_se"],

@@ -81,6 +81,10 @@ def entropy_params(wildcards):
     return exp_cfg(wildcards)["entropy"]
 
 
+def spectrum_params(wildcards):
+    return exp_cfg(wildcards)["spectrum"]
+
+
 def theory_params(wildcards):
     return exp_cfg(wildcards)["theory"]
 

@@ -23,6 +23,8 @@ rule spectrum:
         data=paths.DATA,
     output:
         spectrum=paths.SPECTRUM,
+    params:
+        spectrum=spectrum_params,
     log:
         log_path("spectrum"),
     benchmark:
