@@ -1,6 +1,7 @@
 import torch
 
-from diffusion_regimes.data import sklearn_digits
+from diffusion_regimes import stages
+from diffusion_regimes.data import load_subset
 from diffusion_regimes.models import UNet, count_parameters
 from diffusion_regimes.training import learning_rate, train_classifier, train_unet
 
@@ -54,9 +55,9 @@ def test_paper_unet_size():
     assert abs(count_parameters(UNet(3, 64, (1, 2, 4, 4), 2, (1, 2), 0.1)) - 25.7e6) < 0.1e6
 
 
-def test_classifier_reaches_threshold_on_digits():
-    img, labels, _ = sklearn_digits([1, 8], 16)
-    x = (img - img.mean()).flatten(1)
+def test_classifier_reaches_threshold_on_digits(tmp_path):
+    stages.subset({}, {"data": str(tmp_path / "d.parquet")}, "e", {"source": "sklearn_digits", "classes": [1, 8]}, 0)
+    x, labels, _ = load_subset(str(tmp_path / "d.parquet"))
     cfg = {"width": 16, "epochs": 100, "batch_size": 64, "lr": 2e-3, "holdout": 0.2, "noise": 0.05}
-    _, acc, n_test = train_classifier(x, torch.as_tensor(labels), (1, 16, 16), cfg, 0, progress=False)
+    _, acc, n_test = train_classifier(x, labels, (1, 16, 16), cfg, 0, progress=False)
     assert acc >= 0.95 and n_test == 71

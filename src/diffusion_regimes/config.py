@@ -49,9 +49,10 @@ def _fill_defaults(instance, schema: dict, root: dict) -> None:
     if not isinstance(instance, dict):
         return
     props = dict(schema.get("properties", {}))
-    for branch in schema.get("oneOf", []):  # the branch whose const matches
+    for branch in schema.get("oneOf", []):  # the branch whose const or enum admits the instance
         bprops = branch.get("properties", {})
-        if all(instance.get(k) == v["const"] for k, v in bprops.items() if "const" in v):
+        if all(instance.get(k) == v["const"] for k, v in bprops.items() if "const" in v) and all(
+                instance.get(k) in v["enum"] for k, v in bprops.items() if "enum" in v and k == "source"):
             props.update(bprops)
     for key, sub in props.items():
         sub_r = _resolve(sub, root)
@@ -85,10 +86,15 @@ def _describe(err: jsonschema.ValidationError) -> str:
 def _describe_branch(where: str, err: jsonschema.ValidationError) -> str:
     """Explain a ``oneOf`` failure by the errors of the branch whose ``const`` matches."""
     source = err.instance.get("source")
-    branches = [i for i, b in enumerate(err.validator_value)
-                if b.get("properties", {}).get("source", {}).get("const") == source]
+    def admits(branch: dict) -> bool:
+        spec = branch.get("properties", {}).get("source", {})
+        return spec.get("const") == source or source in spec.get("enum", [])
+
+    branches = [i for i, b in enumerate(err.validator_value) if admits(b)]
     if not branches:
-        choices = [b["properties"]["source"]["const"] for b in err.validator_value]
+        choices = [c for b in err.validator_value for c in
+                   ([b["properties"]["source"]["const"]] if "const" in b["properties"]["source"]
+                    else b["properties"]["source"]["enum"])]
         return f"{where}.source: {source!r} is not one of {choices}"
     subs = [e for e in err.context if e.relative_schema_path[0] == branches[0]]
     sub = subs[0]
@@ -143,7 +149,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         ent = exp["entropy"]
         if ent["t_min"] >= ent["t_max"]:
             raise _fail(f"{where}.entropy.t_min", "must be below t_max")
-        if any(s in NETWORK_SCORES for s in exp["scores"]) and "size" in exp["dataset"]:
+        if any(s in NETWORK_SCORES for s in exp["scores"]) and exp["dataset"].get("size"):
             factor = 2 ** (len(exp["model"]["channel_mult"]) - 1)
             if exp["dataset"]["size"] % factor:
                 raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "

@@ -9,8 +9,11 @@ Sources:
 - ``gaussian_mixture``: n points of ``1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)`` with
   ``m = mu_tilde * (1, ..., 1)`` (so ``|m|^2 = mu_tilde^2 d``), exactly balanced;
   not centred (its mean is 0 by construction).
-- ``sklearn_digits``: scikit-learn's 8x8 handwritten digits (values 0..16),
-  bilinearly resized to ``size`` x ``size``.
+- image sources (:mod:`diffusion_regimes.sources`): two classes (by index or
+  name), all their images or ``per_class`` of each drawn with the seed, brought to
+  ``size`` x ``size`` by the source's recipe (:data:`SOURCE_RECIPES`: MNIST-like
+  data padded from 28 to 32 as in the paper, scikit-learn's 8x8 digits upsampled
+  bilinearly to 16).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import pyarrow.parquet as pq
 import torch
 
 from .io import InputError, read_metadata
+from .sources import IMAGE_SOURCES, class_index, load_source
 
-SOURCES = ("gaussian_mixture", "sklearn_digits")
+SOURCES = ("gaussian_mixture",) + IMAGE_SOURCES
 
 
 def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
@@ -38,23 +42,43 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
     return x, labels.numpy()
 
 
-def sklearn_digits(classes: list[int], size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Digits of the given classes as images (N, 1, size, size) in [0, 1], their
-    class position in ``classes`` and their index in scikit-learn's data set."""
-    from sklearn.datasets import load_digits
+#: default side of the square images and the way to reach it, per image source
+SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "mnist": (32, "pad"), "fashion_mnist": (32, "pad"),
+                  "cifar10": (32, "bilinear")}
 
-    bunch = load_digits()
-    target = bunch.target
-    keep = np.nonzero(np.isin(target, classes))[0]
-    missing = sorted(set(classes) - set(target[keep].tolist()))
-    if missing:
-        raise InputError(f"sklearn digits have no class {missing}: use classes among 0..9")
-    img = torch.as_tensor(bunch.images[keep], dtype=torch.float32)[:, None] / 16.0
-    if size != 8:
-        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear",
-                                              align_corners=False).clamp(0.0, 1.0)
-    labels = np.array([classes.index(c) for c in target[keep]], dtype=np.int64)
-    return img, labels, keep.astype(np.int64)
+
+def resize(images: torch.Tensor, size: int, how: str) -> torch.Tensor:
+    """Square images (N, C, h, w) to (N, C, size, size): ``pad`` with zeros around
+    (MNIST 28 -> 32, as the paper) or ``bilinear`` resampling; values stay in [0, 1]."""
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    if how == "pad":
+        if size < h or size < w:
+            raise InputError(f"cannot pad {h}x{w} images to {size}: use dataset.resize: bilinear")
+        top, left = (size - h) // 2, (size - w) // 2
+        return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                           align_corners=False, antialias=size < min(h, w)).clamp(0.0, 1.0)
+
+
+def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,
+                   generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the kept images, in the source's order, and their class 0/1 in
+    ``classes``: all images of each class, or ``per_class`` of each drawn without
+    replacement (balanced, deterministic for a given generator)."""
+    picks, subset_labels = [], []
+    for k, c in enumerate(classes):
+        idx = np.nonzero(labels == c)[0]
+        if per_class is not None:
+            if len(idx) < per_class:
+                raise InputError(f"class {c} has {len(idx)} images, fewer than dataset.per_class={per_class}")
+            idx = idx[torch.randperm(len(idx), generator=generator)[:per_class].numpy()]
+        picks.append(idx)
+        subset_labels.append(np.full(len(idx), k, dtype=np.int64))
+    keep, labels = np.concatenate(picks), np.concatenate(subset_labels)
+    order = np.argsort(keep, kind="stable")
+    return keep[order], labels[order]
 
 
 def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict]:
@@ -69,13 +93,20 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
                 "source": kind, "mu_tilde": dataset["mu_tilde"], "sigma": dataset["sigma"],
                 "m_direction": "ones"}
         source_index = np.arange(len(labels), dtype=np.int64)
-    elif kind == "sklearn_digits":
-        img, labels, source_index = sklearn_digits(list(dataset["classes"]), dataset["size"])
+    elif kind in IMAGE_SOURCES:
+        src = load_source(dataset)
+        classes = [class_index(src, c) for c in dataset["classes"]]
+        if classes[0] == classes[1]:
+            raise InputError(f"dataset.classes {dataset['classes']} name the same class twice")
+        keep, labels = select_classes(src.labels, classes, dataset.get("per_class"), g)
+        size, how = SOURCE_RECIPES[kind]
+        img = resize(src.images[torch.as_tensor(keep)], dataset.get("size") or size, dataset.get("resize") or how)
         mean = img.mean(dim=(0, 2, 3))
         img = img - mean[None, :, None, None]
         x = img.flatten(1)
-        meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(),
-                "classes": list(dataset["classes"]), "source": kind}
+        source_index = src.index[keep]
+        meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(), "classes": list(dataset["classes"]),
+                "class_names": [src.class_names[c] for c in classes], "source": kind}
     else:
         raise InputError(f"unknown dataset source {kind!r}: use one of {SOURCES}")
     x = x.contiguous().numpy().astype(np.float32)
