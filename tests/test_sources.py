@@ -94,3 +94,42 @@ def test_fashion_mnist_from_debian_files():
     table, meta = make_subset({"source": "fashion_mnist", "classes": ["Trouser", "Bag"], "per_class": 300}, 0)
     assert meta["shape"] == [1, 32, 32] and meta["class_counts"] == [300, 300]
     assert meta["class_names"] == ["Trouser", "Bag"]
+
+
+def write_celeba(root: Path, n: int = 6) -> np.ndarray:
+    """CelebA's layout: img_align_celeba/*.jpg and list_attr_celeba.txt (count, header, rows)."""
+    from PIL import Image
+
+    (root / "img_align_celeba").mkdir(parents=True)
+    male = np.array([1, -1] * (n // 2))
+    lines = [str(n), "5_o_Clock_Shadow Male Smiling"]
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        level = 40 if male[i] > 0 else 200
+        Image.fromarray(np.full((24, 20, 3), level, dtype=np.uint8)).save(root / "img_align_celeba" / name)
+        lines.append(f"{name}  -1 {male[i]:2d}  1")
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    return male
+
+
+def test_celeba_reader_by_attribute(tmp_path):
+    male = write_celeba(tmp_path)
+    src = load_source({"source": "celeba", "data_root": str(tmp_path)})
+    np.testing.assert_array_equal(src.labels, (male > 0).astype(int))
+    table, meta = make_subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1], "per_class": 2,
+                               "size": 8}, 0)
+    assert meta["shape"] == [3, 8, 8] and meta["class_counts"] == [2, 2]
+    assert meta["class_names"] == ["not Male", "Male"]
+    x = np.stack(table.column("x").to_numpy(zero_copy_only=False)) + np.repeat(meta["mean"], 64)
+    labels = np.asarray(table.column("label"))
+    assert np.allclose(x[labels == 1], 40 / 255, atol=0.02) and np.allclose(x[labels == 0], 200 / 255, atol=0.02)
+    (tmp_path / "list_attr_celeba.txt").unlink()
+    with pytest.raises(InputError, match="list_attr_celeba.txt: attribute file not found"):
+        make_subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1]}, 0)
+
+
+def test_resize_crop_keeps_the_centre():
+    x = torch.zeros(1, 1, 30, 20)
+    x[..., 3:27, :] = 1.0  # a band around the middle of a tall image; the crop keeps rows 5..25
+    out = resize(x, 10, "resize_crop")
+    assert out.shape == (1, 1, 10, 10) and float(out.min()) > 0.99

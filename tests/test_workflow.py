@@ -73,6 +73,9 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
         meta = read_metadata(r / rel)
         assert keys <= set(meta) and {"config", "seed", "version"} <= set(meta), (rel, meta.keys())
     assert read_metadata(r / "digits/unet/cloning.parquet")["accuracy"] >= 0.5
+    table1, _ = read_table(r / "table1.parquet")
+    assert list(table1["experiment"]) == ["gmm", "digits"] and "ratio_exact" in table1
+    assert "| experiment" in (r / "table1.md").read_text()
     summary, _ = read_table(r / "summary.parquet")
     assert len(summary) == 4 and set(summary["score"]) == {"exact", "empirical", "unet"}
     for fig in ["gmm/phi.png", "gmm/collapse.png", "digits/phi.png", "digits/collapse.png", "digits/samples.png"]:
@@ -87,7 +90,8 @@ def test_rerun_does_only_what_a_change_feeds(tiny_run):
     assert changed == {
         "results/gmm/exact/cloning.parquet", "results/gmm/exact/snapshots.parquet",
         "results/gmm/empirical/cloning.parquet", "results/gmm/empirical/snapshots.parquet",
-        "results/summary.parquet", "results/figures/gmm/phi.png", "results/figures/gmm/collapse.png"}
+        "results/summary.parquet", "results/table1.parquet", "results/table1.md",
+        "results/figures/gmm/phi.png", "results/figures/gmm/collapse.png"}
 
 
 def test_same_seed_gives_identical_tables(tiny_run, tmp_path):

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .io import InputError, read_metadata
-from .sources import IMAGE_SOURCES, class_index, load_source
+from .sources import IMAGE_SOURCES, class_index, load_source, resize  # noqa: F401 (resize re-exported)
 
 SOURCES = ("gaussian_mixture",) + IMAGE_SOURCES
 
@@ -44,22 +44,7 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
 
 #: default side of the square images and the way to reach it, per image source
 SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "mnist": (32, "pad"), "fashion_mnist": (32, "pad"),
-                  "cifar10": (32, "bilinear")}
-
-
-def resize(images: torch.Tensor, size: int, how: str) -> torch.Tensor:
-    """Square images (N, C, h, w) to (N, C, size, size): ``pad`` with zeros around
-    (MNIST 28 -> 32, as the paper) or ``bilinear`` resampling; values stay in [0, 1]."""
-    h, w = images.shape[-2:]
-    if (h, w) == (size, size):
-        return images
-    if how == "pad":
-        if size < h or size < w:
-            raise InputError(f"cannot pad {h}x{w} images to {size}: use dataset.resize: bilinear")
-        top, left = (size - h) // 2, (size - w) // 2
-        return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
-                                           align_corners=False, antialias=size < min(h, w)).clamp(0.0, 1.0)
+                  "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop")}
 
 
 def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,
@@ -100,7 +85,7 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
             raise InputError(f"dataset.classes {dataset['classes']} name the same class twice")
         keep, labels = select_classes(src.labels, classes, dataset.get("per_class"), g)
         size, how = SOURCE_RECIPES[kind]
-        img = resize(src.images[torch.as_tensor(keep)], dataset.get("size") or size, dataset.get("resize") or how)
+        img = src.fetch(keep, dataset.get("size") or size, dataset.get("resize") or how)
         mean = img.mean(dim=(0, 2, 3))
         img = img - mean[None, :, None, None]
         x = img.flatten(1)

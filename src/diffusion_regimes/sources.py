@@ -8,6 +8,11 @@ ecosystem's own reader where there is one, and never downloads:
   ``train-labels-idx1-ubyte``, plain or ``.gz``) read by torchvision's MNIST
   readers. ``fashion_mnist`` defaults to Debian's ``dataset-fashion-mnist``
   (``/usr/share/datasets/fashion-mnist``).
+- ``celeba``: the aligned images ``img_align_celeba/*.jpg`` and
+  ``list_attr_celeba.txt``; the class is one attribute (``Male`` by default:
+  class 0 female, 1 male). torchvision's CelebA class needs four more annotation
+  files, so the attribute file is parsed here and only the selected images are
+  decoded (PIL), each resized (shorter side) and centre-cropped to ``size``.
 - ``cifar10``: the python pickles ``cifar-10-batches-py/data_batch_1..5`` and
   ``batches.meta`` read by torchvision's CIFAR10 class (its md5 check of the
   official files is skipped so that any faithful copy loads).
@@ -22,6 +27,7 @@ import gzip
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,18 +44,53 @@ WHERE = {
     "fashion_mnist": "Debian's package dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or "
                      "https://github.com/zalandoresearch/fashion-mnist",
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, cifar-10-python.tar.gz)",
+    "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba and list_attr_celeba.txt)",
 }
 
 
 @dataclass
 class LabelledImages:
-    """``images`` (N, C, H, W) float32 in [0, 1]; ``labels`` (N,) int64 class indices of
-    the source; ``index`` (N,) int64 positions in the source; ``class_names`` by index."""
+    """``labels`` (N,) int64 class indices of the source; ``index`` (N,) int64 positions
+    in the source; ``class_names`` by index; ``images`` (N, C, H, W) float32 in [0, 1]
+    for sources read whole, or ``loader(positions) -> list of (C, h, w)`` for sources
+    read image by image (only the selected images are decoded)."""
 
-    images: torch.Tensor
     labels: np.ndarray
     index: np.ndarray
     class_names: list[str]
+    images: torch.Tensor | None = None
+    loader: Callable[[np.ndarray], list[torch.Tensor]] | None = None
+
+    def fetch(self, positions: np.ndarray, size: int, how: str) -> torch.Tensor:
+        """The images at ``positions`` brought to (len, C, size, size) by recipe ``how``."""
+        if self.images is not None:
+            return resize(self.images[torch.as_tensor(positions)], size, how)
+        return torch.cat([resize(img[None], size, how) for img in self.loader(positions)])
+
+
+def resize(images: torch.Tensor, size: int, how: str) -> torch.Tensor:
+    """Images (N, C, h, w) to (N, C, size, size): ``pad`` with zeros around (MNIST
+    28 -> 32, as the paper), ``bilinear`` resampling of square images, or
+    ``resize_crop`` (shorter side to ``size``, then the centre); values stay in [0, 1]."""
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    if how == "pad":
+        if size < h or size < w:
+            raise InputError(f"cannot pad {h}x{w} images to {size}: use dataset.resize: bilinear")
+        top, left = (size - h) // 2, (size - w) // 2
+        return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
+    if how == "resize_crop":
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        images = torch.nn.functional.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False,
+                                                 antialias=scale < 1).clamp(0.0, 1.0)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        return images[..., top:top + size, left:left + size]
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                           align_corners=False, antialias=size < min(h, w)).clamp(0.0, 1.0)
+
+
 
 
 def _missing(source: str, path: Path, what: str) -> InputError:
@@ -90,8 +131,8 @@ def _mnist_like(source: str, root: Path) -> LabelledImages:
     if len(images) != len(labels):
         raise InputError(f"{root}: {len(images)} images but {len(labels)} labels in the IDX files")
     names = [str(i) for i in range(10)] if source == "mnist" else FASHION_MNIST_CLASSES
-    return LabelledImages(images[:, None].float() / 255.0, labels.numpy().astype(np.int64),
-                          np.arange(len(labels), dtype=np.int64), names)
+    return LabelledImages(labels.numpy().astype(np.int64), np.arange(len(labels), dtype=np.int64), names,
+                          images=images[:, None].float() / 255.0)
 
 
 def _cifar10(root: Path) -> LabelledImages:
@@ -119,7 +160,47 @@ def _cifar10(root: Path) -> LabelledImages:
                          f"from {WHERE['cifar10']}") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).float() / 255.0
     labels = np.asarray(ds.targets, dtype=np.int64)
-    return LabelledImages(images, labels, np.arange(len(labels), dtype=np.int64), list(ds.classes))
+    return LabelledImages(labels, np.arange(len(labels), dtype=np.int64), list(ds.classes), images=images)
+
+
+def _celeba(root: Path, attribute: str) -> LabelledImages:
+    """CelebA's aligned images (``img_align_celeba/*.jpg``) labelled by one attribute of
+    ``list_attr_celeba.txt`` (class 0: -1, class 1: +1; e.g. ``Male``: female, male)."""
+    from PIL import Image
+
+    attr_file, folder = root / "list_attr_celeba.txt", root / "img_align_celeba"
+    if not attr_file.exists():
+        raise _missing("celeba", attr_file, "attribute file")
+    if not folder.is_dir():
+        raise _missing("celeba", folder, "folder of aligned images")
+    with open(attr_file) as fh:
+        lines = fh.read().splitlines()
+    try:
+        names = lines[1].split()
+        col = names.index(attribute)
+        rows = [ln.split() for ln in lines[2:] if ln.strip()]
+        files = [r[0] for r in rows]
+        values = np.array([int(r[1 + col]) for r in rows])
+    except (IndexError, ValueError):
+        raise InputError(f"{attr_file}: not CelebA's attribute format (a count, a header of attribute names "
+                         f"including {attribute!r}, then 'file.jpg' and one +-1 per attribute)") from None
+    if len(files) != int(lines[0].split()[0]):
+        raise InputError(f"{attr_file}: says {lines[0].split()[0]} images but lists {len(files)}")
+
+    def load(positions: np.ndarray) -> list[torch.Tensor]:
+        out = []
+        for p in positions:
+            path = folder / files[p]
+            try:
+                with Image.open(path) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            except (OSError, ValueError) as err:
+                raise InputError(f"{path}: cannot read this CelebA image ({err})") from None
+            out.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0)
+        return out
+
+    return LabelledImages((values > 0).astype(np.int64), np.arange(len(files), dtype=np.int64),
+                          [f"not {attribute}", attribute], loader=load)
 
 
 def _sklearn_digits() -> LabelledImages:
@@ -127,11 +208,11 @@ def _sklearn_digits() -> LabelledImages:
 
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
-    return LabelledImages(images, bunch.target.astype(np.int64), np.arange(len(bunch.target), dtype=np.int64),
-                          [str(i) for i in range(10)])
+    return LabelledImages(bunch.target.astype(np.int64), np.arange(len(bunch.target), dtype=np.int64),
+                          [str(i) for i in range(10)], images=images)
 
 
-IMAGE_SOURCES = ("sklearn_digits", "mnist", "fashion_mnist", "cifar10")
+IMAGE_SOURCES = ("sklearn_digits", "mnist", "fashion_mnist", "cifar10", "celeba")
 
 
 def load_source(dataset: dict) -> LabelledImages:
@@ -149,6 +230,8 @@ def load_source(dataset: dict) -> LabelledImages:
         return _mnist_like(source, root)
     if source == "cifar10":
         return _cifar10(root)
+    if source == "celeba":
+        return _celeba(root, dataset.get("attribute") or "Male")
     raise InputError(f"unknown dataset source {source!r}: use one of {IMAGE_SOURCES}")
 
 

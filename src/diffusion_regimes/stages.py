@@ -27,6 +27,7 @@ from .data import gm_direction, image_shape, load_subset, make_subset
 from .entropy import collapse_level, entropy_collapse_time, excess_entropy
 from .io import (
     InputError,
+    atomic_path,
     load_checkpoint,
     make_metadata,
     read_metadata,
@@ -287,6 +288,35 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
     write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         log.info("summary:\n%s", df.to_string(index=False))
+
+
+#: Lambda of the paper's Table 1 (Biroli et al. 2024), by dataset source and size
+PAPER_LAMBDA = {("mnist", 32): 7.66, ("cifar10", 32): 16.72, ("imagenet", 16): 3.05, ("imagenet", 32): 12.11,
+                ("lsun", 64): 60.52, ("celeba", 64): 116.72}
+
+
+def table1(input: dict, output: dict, experiments: dict) -> None:
+    """The paper's Table 1 for the configured experiments: n, d, Lambda (all channels and
+    channel 0), t_S = 1/2 log Lambda, the paper's Lambda where it has one, and the t_S
+    measured by cloning with each score model and its ratio to the theory."""
+    rows = []
+    for exp, scores in experiments.items():
+        spec = read_metadata(paths.SPECTRUM.format(exp=exp))
+        data = read_metadata(paths.DATA.format(exp=exp))
+        size = data["shape"][-1] if len(data["shape"]) == 3 else None
+        row = {"experiment": exp, "source": data["source"], "n": spec["n"], "d": spec["d"],
+               "Lambda": spec["Lambda"], "Lambda_channel0": spec["Lambda_channel0"], "t_S": spec["t_S"],
+               "Lambda_paper": PAPER_LAMBDA.get((data["source"], size))}
+        for score in scores:
+            measured = read_metadata(paths.CLONING.format(exp=exp, score=score))["t_S_measured"]
+            row[f"t_S_measured_{score}"] = measured
+            row[f"ratio_{score}"] = None if measured is None else measured / spec["t_S"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    write_table(df, output["table"], make_metadata("table1", {"experiments": experiments}))
+    with atomic_path(output["markdown"]) as tmp:
+        tmp.write_text("# Table 1: speciation time from the spectrum, and measured by cloning\n\n"
+                       + df.to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
 def figures(input: dict, output: dict, exp: str, scores: list[str]) -> None:

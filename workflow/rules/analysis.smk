@@ -42,6 +42,27 @@ rule theory:
         "../scripts/stage.py"
 
 
+rule table1:
+    input:
+        summary_inputs,
+    output:
+        table=paths.TABLE1,
+        markdown=report(paths.TABLE1_MD, caption="../report/table1.rst", category="Summary"),
+    params:
+        experiments=experiments_param,
+    log:
+        f"{paths.LOGS}/table1.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/table1.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
 rule summary:
     input:
         summary_inputs,

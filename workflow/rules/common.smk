@@ -144,7 +144,7 @@ def scores_param(wildcards):
 
 
 def all_outputs():
-    outs = [paths.SUMMARY]
+    outs = [paths.SUMMARY, paths.TABLE1, paths.TABLE1_MD]
     for exp in EXPERIMENTS:
         outs += [paths.FIG_PHI.format(exp=exp), paths.FIG_COLLAPSE.format(exp=exp)]
         if is_image(exp):
