@@ -67,7 +67,7 @@ def test_default_and_test_configs_validate():
         assert set(cfg["experiments"]) == {"gmm", "digits"}
         assert cfg["experiments"]["digits"]["network_sampler"]["method"] == "ddpm"
     assert set(load_config(ROOT / "config/paper.yaml")["experiments"]) == {"mnist", "cifar2", "celeba64"}
-    assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion"}
+    assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion", "lfw"}
 
 
 @pytest.mark.parametrize("edit, words", [

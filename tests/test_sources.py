@@ -133,3 +133,9 @@ def test_resize_crop_keeps_the_centre():
     x[..., 3:27, :] = 1.0  # a band around the middle of a tall image; the crop keeps rows 5..25
     out = resize(x, 10, "resize_crop")
     assert out.shape == (1, 1, 10, 10) and float(out.min()) > 0.99
+
+
+def test_lfw_subset_from_scikit_image():
+    table, meta = make_subset({"source": "lfw_subset", "classes": ["face", "non-face"]}, 0)
+    assert meta["shape"] == [1, 25, 25] and meta["class_counts"] == [100, 100]
+    np.testing.assert_array_equal(np.asarray(table.column("label")), (np.arange(200) >= 100).astype(np.int8))

@@ -43,8 +43,8 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
 
 
 #: default side of the square images and the way to reach it, per image source
-SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "mnist": (32, "pad"), "fashion_mnist": (32, "pad"),
-                  "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop")}
+SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "lfw_subset": (25, "bilinear"), "mnist": (32, "pad"),
+                  "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop")}
 
 
 def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,

@@ -4,6 +4,8 @@ Each reader reads the format the data set is distributed in, with the
 ecosystem's own reader where there is one, and never downloads:
 
 - ``sklearn_digits``: scikit-learn's 8x8 digits (shipped with scikit-learn).
+- ``lfw_subset``: scikit-image's 100 faces and 100 non-faces, 25x25 (shipped with
+  scikit-image).
 - ``mnist``, ``fashion_mnist``: the IDX files (``train-images-idx3-ubyte`` and
   ``train-labels-idx1-ubyte``, plain or ``.gz``) read by torchvision's MNIST
   readers. ``fashion_mnist`` defaults to Debian's ``dataset-fashion-mnist``
@@ -203,6 +205,15 @@ def _celeba(root: Path, attribute: str) -> LabelledImages:
                           [f"not {attribute}", attribute], loader=load)
 
 
+def _lfw_subset() -> LabelledImages:
+    """scikit-image's ``lfw_subset``: 100 faces then 100 non-faces, 25x25 grey, in [0, 1]."""
+    from skimage.data import lfw_subset
+
+    images = torch.as_tensor(lfw_subset(), dtype=torch.float32)[:, None]
+    labels = (np.arange(len(images)) >= 100).astype(np.int64)
+    return LabelledImages(labels, np.arange(len(images), dtype=np.int64), ["face", "non-face"], images=images)
+
+
 def _sklearn_digits() -> LabelledImages:
     from sklearn.datasets import load_digits
 
@@ -212,7 +223,7 @@ def _sklearn_digits() -> LabelledImages:
                           [str(i) for i in range(10)], images=images)
 
 
-IMAGE_SOURCES = ("sklearn_digits", "mnist", "fashion_mnist", "cifar10", "celeba")
+IMAGE_SOURCES = ("sklearn_digits", "lfw_subset", "mnist", "fashion_mnist", "cifar10", "celeba")
 
 
 def load_source(dataset: dict) -> LabelledImages:
@@ -220,6 +231,8 @@ def load_source(dataset: dict) -> LabelledImages:
     source = dataset["source"]
     if source == "sklearn_digits":
         return _sklearn_digits()
+    if source == "lfw_subset":
+        return _lfw_subset()
     default_root = FASHION_MNIST_DEBIAN if source == "fashion_mnist" else None
     root = dataset.get("data_root") or default_root
     if root is None:
