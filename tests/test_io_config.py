@@ -66,7 +66,8 @@ def test_default_and_test_configs_validate():
         cfg = load_config(ROOT / path)
         assert set(cfg["experiments"]) == {"gmm", "digits"}
         assert cfg["experiments"]["digits"]["network_sampler"]["method"] == "ddpm"
-    assert set(load_config(ROOT / "config/paper.yaml")["experiments"]) == {"mnist", "cifar2", "celeba64"}
+    paper = set(load_config(ROOT / "config/paper.yaml")["experiments"])
+    assert paper == {"mnist", "cifar2", "imagenet16", "imagenet32", "celeba64"}
     assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion", "lfw"}
 
 

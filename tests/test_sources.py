@@ -139,3 +139,29 @@ def test_lfw_subset_from_scikit_image():
     table, meta = make_subset({"source": "lfw_subset", "classes": ["face", "non-face"]}, 0)
     assert meta["shape"] == [1, 25, 25] and meta["class_counts"] == [100, 100]
     np.testing.assert_array_equal(np.asarray(table.column("label")), (np.arange(200) >= 100).astype(np.int8))
+
+
+def test_imagenet_downsampled_pickles_with_class_map(tmp_path):
+    rng = np.random.default_rng(2)
+    side = 16
+    data = rng.integers(0, 256, size=(40, 3 * side * side), dtype=np.uint8)
+    labels = [1 + (i % 4) * 100 for i in range(40)]  # labels 1, 101, 201, 301
+    for k, part in enumerate([slice(0, 25), slice(25, 40)]):
+        with open(tmp_path / f"train_data_batch_{k + 1}", "wb") as fh:
+            pickle.dump({"data": data[part], "labels": labels[part], "mean": data.mean(0)}, fh)
+    (tmp_path / "map_clsloc.txt").write_text("n01 1 kit_fox\nn02 101 lesser_panda\nn03 201 seashore\n")
+    src = load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
+    assert src.images.shape == (40, 3, 16, 16)
+    np.testing.assert_allclose(src.images[30].numpy().reshape(-1), data[30] / 255.0, rtol=1e-6)  # planes in order
+    table, meta = make_subset({"source": "imagenet_downsampled", "data_root": str(tmp_path),
+                               "classes": ["lesser_panda", "seashore"], "per_class": 5}, 0)
+    assert meta["shape"] == [3, 16, 16] and meta["class_counts"] == [5, 5]
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    with open(tmp_path / "train_data_batch_3", "wb") as fh:
+        pickle.dump({"data": Evil(), "labels": []}, fh)
+    with pytest.raises(InputError, match="train_data_batch_3: not a downsampled-ImageNet batch"):
+        load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})

@@ -44,7 +44,8 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
 
 #: default side of the square images and the way to reach it, per image source
 SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "lfw_subset": (25, "bilinear"), "mnist": (32, "pad"),
-                  "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop")}
+                  "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop"),
+                  "imagenet_downsampled": (None, "bilinear")}
 
 
 def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,
@@ -85,7 +86,8 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
             raise InputError(f"dataset.classes {dataset['classes']} name the same class twice")
         keep, labels = select_classes(src.labels, classes, dataset.get("per_class"), g)
         size, how = SOURCE_RECIPES[kind]
-        img = src.fetch(keep, dataset.get("size") or size, dataset.get("resize") or how)
+        native = (src.images.shape[-1] if src.images is not None else None)
+        img = src.fetch(keep, dataset.get("size") or size or native, dataset.get("resize") or how)
         mean = img.mean(dim=(0, 2, 3))
         img = img - mean[None, :, None, None]
         x = img.flatten(1)

@@ -15,6 +15,9 @@ ecosystem's own reader where there is one, and never downloads:
   class 0 female, 1 male). torchvision's CelebA class needs four more annotation
   files, so the attribute file is parsed here and only the selected images are
   decoded (PIL), each resized (shorter side) and centre-cropped to ``size``.
+- ``imagenet_downsampled``: the pickled ``train_data_batch_*`` files of the 16x16
+  and 32x32 downsampled ImageNet, read with an unpickler that admits numpy arrays
+  only; class names from ``map_clsloc.txt`` in the same folder.
 - ``cifar10``: the python pickles ``cifar-10-batches-py/data_batch_1..5`` and
   ``batches.meta`` read by torchvision's CIFAR10 class (its md5 check of the
   official files is skipped so that any faithful copy loads).
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -47,6 +51,8 @@ WHERE = {
                      "https://github.com/zalandoresearch/fashion-mnist",
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, cifar-10-python.tar.gz)",
     "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba and list_attr_celeba.txt)",
+    "imagenet_downsampled": "https://image-net.org/download-images (Downsampled ImageNet 16x16 or 32x32, "
+                            "train_data_batch_1..10, with map_clsloc.txt for class names)",
 }
 
 
@@ -205,6 +211,54 @@ def _celeba(root: Path, attribute: str) -> LabelledImages:
                           [f"not {attribute}", attribute], loader=load)
 
 
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers only: a data file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a data file")
+        return super().find_class(module, name)
+
+
+def _imagenet_downsampled(root: Path) -> LabelledImages:
+    """Downsampled ImageNet (Chrabaszcz et al. 2017): ``train_data_batch_*`` pickles with
+    ``data`` (N, 3*H*W) uint8, colour planes in turn, and ``labels`` 1..1000; class k
+    (0-based) is label k + 1, named by ``map_clsloc.txt`` (``wnid label name``) when the
+    folder has it."""
+    files = sorted(root.glob("train_data_batch_*"), key=lambda p: int(p.name.rsplit("_", 1)[-1]))
+    if not files:
+        raise _missing("imagenet_downsampled", root / "train_data_batch_1", "pickled batch")
+    chunks, labels = [], []
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                batch = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
+            data, lab = np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch["labels"], dtype=np.int64)
+        except (pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as err:
+            raise InputError(f"{path}: not a downsampled-ImageNet batch ({err}); get it from "
+                             f"{WHERE['imagenet_downsampled']}") from None
+        chunks.append(data)
+        labels.append(lab - 1)
+    data = np.concatenate(chunks)
+    side = int(round((data.shape[1] / 3) ** 0.5))
+    if 3 * side * side != data.shape[1]:
+        raise InputError(f"{root}: rows of {data.shape[1]} values are not 3 square colour planes")
+    names = [str(k + 1) for k in range(1000)]
+    map_file = root / "map_clsloc.txt"
+    if map_file.exists():
+        for line in map_file.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].isdigit() and 1 <= int(parts[1]) <= 1000:
+                names[int(parts[1]) - 1] = parts[2]
+    images = torch.from_numpy(data).view(-1, 3, side, side).float() / 255.0
+    lab = np.concatenate(labels)
+    return LabelledImages(lab, np.arange(len(lab), dtype=np.int64), names, images=images)
+
+
 def _lfw_subset() -> LabelledImages:
     """scikit-image's ``lfw_subset``: 100 faces then 100 non-faces, 25x25 grey, in [0, 1]."""
     from skimage.data import lfw_subset
@@ -223,7 +277,7 @@ def _sklearn_digits() -> LabelledImages:
                           [str(i) for i in range(10)], images=images)
 
 
-IMAGE_SOURCES = ("sklearn_digits", "lfw_subset", "mnist", "fashion_mnist", "cifar10", "celeba")
+IMAGE_SOURCES = ("sklearn_digits", "lfw_subset", "mnist", "fashion_mnist", "cifar10", "celeba", "imagenet_downsampled")
 
 
 def load_source(dataset: dict) -> LabelledImages:
@@ -245,6 +299,8 @@ def load_source(dataset: dict) -> LabelledImages:
         return _cifar10(root)
     if source == "celeba":
         return _celeba(root, dataset.get("attribute") or "Male")
+    if source == "imagenet_downsampled":
+        return _imagenet_downsampled(root)
     raise InputError(f"unknown dataset source {source!r}: use one of {IMAGE_SOURCES}")
 
 

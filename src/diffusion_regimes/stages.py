@@ -291,8 +291,8 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
 
 
 #: Lambda of the paper's Table 1 (Biroli et al. 2024), by dataset source and size
-PAPER_LAMBDA = {("mnist", 32): 7.66, ("cifar10", 32): 16.72, ("imagenet", 16): 3.05, ("imagenet", 32): 12.11,
-                ("lsun", 64): 60.52, ("celeba", 64): 116.72}
+PAPER_LAMBDA = {("mnist", 32): 7.66, ("cifar10", 32): 16.72, ("imagenet_downsampled", 16): 3.05,
+                ("imagenet_downsampled", 32): 12.11, ("lsun", 64): 60.52, ("celeba", 64): 116.72}
 
 
 def table1(input: dict, output: dict, experiments: dict) -> None:
