@@ -67,7 +67,7 @@ def test_default_and_test_configs_validate():
         assert set(cfg["experiments"]) == {"gmm", "digits"}
         assert cfg["experiments"]["digits"]["network_sampler"]["method"] == "ddpm"
     paper = set(load_config(ROOT / "config/paper.yaml")["experiments"])
-    assert paper == {"mnist", "cifar2", "imagenet16", "imagenet32", "celeba64"}
+    assert paper == {"mnist", "cifar2", "imagenet16", "imagenet32", "lsun64", "celeba64"}
     assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion", "lfw"}
 
 

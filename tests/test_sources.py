@@ -69,7 +69,11 @@ def test_cifar10_pickle_reader_by_class_names(tmp_path):
     table, meta = make_subset({"source": "cifar10", "data_root": str(tmp_path), "classes": ["automobile", "horse"],
                                "per_class": 5}, 0)
     assert meta["class_names"] == ["automobile", "horse"] and meta["d"] == 3072
-    assert len(meta["mean"]) == 3  # per-channel centring
+    assert len(meta["mean"]) == 3 and meta["std"] == [1.0, 1.0, 1.0]  # per-channel centring only, by default
+    table, meta = make_subset({"source": "cifar10", "data_root": str(tmp_path), "classes": ["automobile", "horse"],
+                               "per_class": 5, "standardize": True}, 0)
+    x = np.stack(table.column("x").to_numpy(zero_copy_only=False)).reshape(10, 3, -1)
+    np.testing.assert_allclose(x.transpose(1, 0, 2).reshape(3, -1).std(1, ddof=1), 1.0, rtol=1e-4)
 
 
 @pytest.mark.parametrize("source, files", [("mnist", []), ("cifar10", [])])
@@ -165,3 +169,36 @@ def test_imagenet_downsampled_pickles_with_class_map(tmp_path):
         pickle.dump({"data": Evil(), "labels": []}, fh)
     with pytest.raises(InputError, match="train_data_batch_3: not a downsampled-ImageNet batch"):
         load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
+
+
+@pytest.mark.parametrize("layout", ["lmdb", "folder"])
+def test_lsun_databases_and_folders(tmp_path, layout):
+    import io
+
+    import lmdb
+    from PIL import Image
+
+    def jpeg(level: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((48, 60, 3), level, dtype=np.uint8)).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    for cat, level in [("conference_room", 30), ("church_outdoor", 220)]:
+        if layout == "lmdb":
+            env = lmdb.open(str(tmp_path / f"{cat}_train_lmdb"), map_size=2**24)
+            with env.begin(write=True) as txn:
+                for i in range(4):
+                    txn.put(f"{cat}{i:04d}".encode(), jpeg(level))
+            env.close()
+        else:
+            (tmp_path / cat).mkdir()
+            for i in range(4):
+                (tmp_path / cat / f"{i}.jpg").write_bytes(jpeg(level))
+    table, meta = make_subset({"source": "lsun", "data_root": str(tmp_path),
+                               "classes": ["conference_room", "church_outdoor"], "per_class": 3, "size": 16}, 0)
+    assert meta["shape"] == [3, 16, 16] and meta["class_counts"] == [3, 3]
+    x = np.stack(table.column("x").to_numpy(zero_copy_only=False)) + np.repeat(meta["mean"], 256)
+    labels = np.asarray(table.column("label"))
+    assert np.allclose(x[labels == 0], 30 / 255, atol=0.03) and np.allclose(x[labels == 1], 220 / 255, atol=0.03)
+    with pytest.raises(InputError, match="bedroom_train_lmdb: LMDB database"):
+        make_subset({"source": "lsun", "data_root": str(tmp_path), "classes": ["bedroom", "church_outdoor"]}, 0)

@@ -45,7 +45,7 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
 #: default side of the square images and the way to reach it, per image source
 SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "lfw_subset": (25, "bilinear"), "mnist": (32, "pad"),
                   "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop"),
-                  "imagenet_downsampled": (None, "bilinear")}
+                  "imagenet_downsampled": (None, "bilinear"), "lsun": (64, "resize_crop")}
 
 
 def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,
@@ -90,9 +90,12 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
         img = src.fetch(keep, dataset.get("size") or size or native, dataset.get("resize") or how)
         mean = img.mean(dim=(0, 2, 3))
         img = img - mean[None, :, None, None]
+        std = img.std(dim=(0, 2, 3)) if dataset.get("standardize") else torch.ones(img.shape[1])
+        img = img / std.clamp_min(1e-12)[None, :, None, None]
         x = img.flatten(1)
         source_index = src.index[keep]
-        meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(), "classes": list(dataset["classes"]),
+        meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(), "std": std.tolist(),
+                "standardized": bool(dataset.get("standardize")), "classes": list(dataset["classes"]),
                 "class_names": [src.class_names[c] for c in classes], "source": kind}
     else:
         raise InputError(f"unknown dataset source {kind!r}: use one of {SOURCES}")

@@ -116,6 +116,7 @@ def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
 def samples_figure(exp: str, scores: list[str], path: Path) -> None:
     data_meta = read_metadata(paths.DATA.format(exp=exp))
     shape, mean = data_meta["shape"], np.asarray(data_meta["mean"], dtype=np.float32)
+    std = np.asarray(data_meta.get("std", np.ones_like(mean)), dtype=np.float32)
     fig_rows = []
     for score in scores:
         tab, _ = read_table(paths.SNAPSHOTS.format(exp=exp, score=score))
@@ -125,7 +126,7 @@ def samples_figure(exp: str, scores: list[str], path: Path) -> None:
                              squeeze=False)
 
     def show(ax, vec):
-        img = np.asarray(vec, dtype=np.float32).reshape(shape) + mean[:, None, None]
+        img = np.asarray(vec, dtype=np.float32).reshape(shape) * std[:, None, None] + mean[:, None, None]
         img = np.clip(img.transpose(1, 2, 0), 0, 1)
         ax.imshow(img[..., 0] if shape[0] == 1 else img, cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])

@@ -18,6 +18,10 @@ ecosystem's own reader where there is one, and never downloads:
 - ``imagenet_downsampled``: the pickled ``train_data_batch_*`` files of the 16x16
   and 32x32 downsampled ImageNet, read with an unpickler that admits numpy arrays
   only; class names from ``map_clsloc.txt`` in the same folder.
+- ``lsun``: one scene category per class, from the distributed LMDB databases
+  ``{category}_train_lmdb`` (read with the ``lmdb`` package; torchvision's LSUN
+  class writes a key cache into the working directory) or from folders of images;
+  only the selected images are decoded, resized and centre-cropped.
 - ``cifar10``: the python pickles ``cifar-10-batches-py/data_batch_1..5`` and
   ``batches.meta`` read by torchvision's CIFAR10 class (its md5 check of the
   official files is skipped so that any faithful copy loads).
@@ -51,6 +55,7 @@ WHERE = {
                      "https://github.com/zalandoresearch/fashion-mnist",
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, cifar-10-python.tar.gz)",
     "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba and list_attr_celeba.txt)",
+    "lsun": "https://github.com/fyu/lsun (download.py -c conference_room, church_outdoor; unzip the LMDBs)",
     "imagenet_downsampled": "https://image-net.org/download-images (Downsampled ImageNet 16x16 or 32x32, "
                             "train_data_batch_1..10, with map_clsloc.txt for class names)",
 }
@@ -259,6 +264,65 @@ def _imagenet_downsampled(root: Path) -> LabelledImages:
     return LabelledImages(lab, np.arange(len(lab), dtype=np.int64), names, images=images)
 
 
+def _decode(blob: bytes, where: str) -> torch.Tensor:
+    """An encoded image (JPEG, WebP, PNG) as (3, h, w) float32 in [0, 1]."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{where}: cannot decode this image ({err})") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _lsun(root: Path, categories: list) -> LabelledImages:
+    """LSUN scenes, one category per class: the distributed LMDB databases
+    ``{category}_train_lmdb`` (keys -> encoded images), or folders ``{category}/`` of
+    image files. Only the selected images are decoded."""
+    entries: list[tuple[str, object]] = []  # (where, key or path)
+    labels = []
+    for k, cat in enumerate(map(str, categories)):
+        db, folder = root / f"{cat}_train_lmdb", root / cat
+        if db.is_dir():
+            import lmdb
+
+            env = lmdb.open(str(db), readonly=True, lock=False, readahead=False, meminit=False)
+            with env.begin() as txn:
+                keys = [key for key, _ in txn.cursor()]
+            env.close()
+            entries += [(str(db), key) for key in keys]
+            labels += [k] * len(keys)
+        elif folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".webp", ".png"))
+            entries += [(str(folder), p) for p in files]
+            labels += [k] * len(files)
+        else:
+            raise _missing("lsun", db, f"LMDB database (or folder {folder.name}/)")
+
+    def load(positions: np.ndarray) -> list[torch.Tensor]:
+        import lmdb
+
+        out, envs = [], {}
+        for p in positions:
+            where, item = entries[p]
+            if isinstance(item, Path):
+                out.append(_decode(item.read_bytes(), str(item)))
+                continue
+            if where not in envs:
+                envs[where] = lmdb.open(where, readonly=True, lock=False, readahead=False, meminit=False)
+            with envs[where].begin() as txn:
+                out.append(_decode(txn.get(item), f"{where}[{item!r}]"))
+        for env in envs.values():
+            env.close()
+        return out
+
+    return LabelledImages(np.asarray(labels, dtype=np.int64), np.arange(len(labels), dtype=np.int64),
+                          [str(c) for c in categories], loader=load)
+
+
 def _lfw_subset() -> LabelledImages:
     """scikit-image's ``lfw_subset``: 100 faces then 100 non-faces, 25x25 grey, in [0, 1]."""
     from skimage.data import lfw_subset
@@ -277,7 +341,8 @@ def _sklearn_digits() -> LabelledImages:
                           [str(i) for i in range(10)], images=images)
 
 
-IMAGE_SOURCES = ("sklearn_digits", "lfw_subset", "mnist", "fashion_mnist", "cifar10", "celeba", "imagenet_downsampled")
+IMAGE_SOURCES = ("sklearn_digits", "lfw_subset", "mnist", "fashion_mnist", "cifar10", "celeba", "imagenet_downsampled",
+                 "lsun")
 
 
 def load_source(dataset: dict) -> LabelledImages:
@@ -301,6 +366,8 @@ def load_source(dataset: dict) -> LabelledImages:
         return _celeba(root, dataset.get("attribute") or "Male")
     if source == "imagenet_downsampled":
         return _imagenet_downsampled(root)
+    if source == "lsun":
+        return _lsun(root, list(dataset["classes"]))
     raise InputError(f"unknown dataset source {source!r}: use one of {IMAGE_SOURCES}")
 
 
