@@ -156,10 +156,8 @@ def _cifar10(root: Path) -> LabelledImages:
             return all((Path(self.root) / self.base_folder / f).exists() for f, _ in self.train_list)
 
         def _load_meta(self) -> None:
-            import pickle
-
             with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
-                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+                self.classes = _NumpyOnlyUnpickler(fh, encoding="latin1").load()[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     folder = root / CIFAR10.base_folder
@@ -179,8 +177,6 @@ def _cifar10(root: Path) -> LabelledImages:
 def _celeba(root: Path, attribute: str) -> LabelledImages:
     """CelebA's aligned images (``img_align_celeba/*.jpg``) labelled by one attribute of
     ``list_attr_celeba.txt`` (class 0: -1, class 1: +1; e.g. ``Male``: female, male)."""
-    from PIL import Image
-
     attr_file, folder = root / "list_attr_celeba.txt", root / "img_align_celeba"
     if not attr_file.exists():
         raise _missing("celeba", attr_file, "attribute file")
@@ -204,12 +200,9 @@ def _celeba(root: Path, attribute: str) -> LabelledImages:
         out = []
         for p in positions:
             path = folder / files[p]
-            try:
-                with Image.open(path) as im:
-                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-            except (OSError, ValueError) as err:
-                raise InputError(f"{path}: cannot read this CelebA image ({err})") from None
-            out.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0)
+            if not path.exists():
+                raise _missing("celeba", path, "aligned image")
+            out.append(_decode(path.read_bytes(), str(path)))
         return out
 
     return LabelledImages((values > 0).astype(np.int64), np.arange(len(files), dtype=np.int64),
