@@ -23,8 +23,11 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_cloning_nfe.py
 	$(BIN)/python benchmarks/bench_empirical_kernel.py
+	$(BIN)/python benchmarks/bench_train_unet.py --preset default --batch 64 --steps 20
+	$(BIN)/python benchmarks/bench_train_unet.py --preset paper32 --batch 16 --steps 5
 	$(BIN)/python benchmarks/bench_workflow.py
 
 report: $(STAMP)

@@ -1,41 +1,110 @@
+import pytest
 import torch
 
-from diffusion_regimes import stages
+from diffusion_regimes import stages, training
+from diffusion_regimes.cli import main as cli_main
 from diffusion_regimes.data import load_subset
-from diffusion_regimes.models import UNet, count_parameters
-from diffusion_regimes.training import learning_rate, train_classifier, train_unet
+from diffusion_regimes.io import InputError
+from diffusion_regimes.models import UNet, build_classifier, count_parameters
+from diffusion_regimes.scores import NetworkScore
+from diffusion_regimes.training import dsm_loss, learning_rate, train_classifier, train_unet
 
 MODEL = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [1],
          "dropout": 0.1}
 TRAIN = {"steps": 8, "batch_size": 8, "lr": 1e-3, "lr_decay": 0.5, "lr_decay_epochs": 1, "checkpoint_every": 4}
 
 
-def test_resumed_training_ends_with_the_same_weights(tmp_path, gen):
+def _same_weights(a, b):
+    return all(torch.equal(v, w) for v, w in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def train(x, path, **overrides):
+    model, log, _ = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, **overrides}, 7, path, progress=False)
+    return model, log
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_killed_training_resumes_to_the_same_weights(tmp_path, gen, monkeypatch, ema):
     x = torch.randn(20, 64, generator=gen)
-    straight, log1 = train_unet(x, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "a.pt", progress=False)
-    train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "steps": 4}, 7, tmp_path / "b.pt", progress=False)
-    resumed, log2 = train_unet(x, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "b.pt", progress=False)
-    for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
-        assert torch.equal(v, w), k
+    straight, log1 = train(x, tmp_path / "a.pt", ema=ema)
+    real = training.learning_rate
+
+    def killed_at_step_6(step, cfg, n):  # dies mid-run, two steps after the checkpoint at step 4
+        if step == 6:
+            raise KeyboardInterrupt
+        return real(step, cfg, n)
+
+    monkeypatch.setattr(training, "learning_rate", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(x, tmp_path / "b.pt", ema=ema)
+    monkeypatch.setattr(training, "learning_rate", real)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 4
+    resumed, log2, info = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "ema": ema}, 7, tmp_path / "b.pt",
+                                     progress=False)
+    assert info["resumed_from"] == 4 and info["ema"] == ema
+    assert _same_weights(straight, resumed)
     assert log1.equals(log2) and list(log1["step"]) == list(range(1, 9))
+
+
+def test_ema_weights_are_the_average(tmp_path, gen):
+    x = torch.randn(20, 64, generator=gen)
+    raw, _ = train(x, tmp_path / "a.pt")
+    avg, _ = train(x, tmp_path / "b.pt", ema=0.5)
+    torch.manual_seed(training.derive_seed(7, "init"))
+    init = training.build_unet(MODEL, 1)
+    # same trajectory of raw weights, so the EMA lies strictly between init and final weights for some entries
+    w_raw, w_avg, w0 = (next(iter(m.parameters())).detach() for m in (raw, avg, init))
+    assert not torch.equal(w_raw, w_avg) and not torch.equal(w_avg, w0)
+
+
+def test_one_step_decreases_the_loss_on_a_fixed_batch(gen):
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), 1, (1,), 0.0)
+    a, eps = torch.randn(16, 64, generator=gen), torch.randn(16, 64, generator=gen)
+    t = torch.rand(16, generator=gen) * 2 + 0.05
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = dsm_loss(net, a, t, eps, (1, 8, 8))
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = dsm_loss(net, a, t, eps, (1, 8, 8))
+    assert after < before
+
+
+def test_corrupt_resume_state_is_a_one_line_error(tmp_path, gen):
+    (tmp_path / "s.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError) as err:
+        train(torch.randn(20, 64, generator=gen), tmp_path / "s.pt")
+    assert "\n" not in str(err.value) and "delete it" in str(err.value)
 
 
 def test_state_of_other_settings_is_not_resumed(tmp_path, gen):
     x = torch.randn(20, 64, generator=gen)
-    fresh, _ = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "lr": 3e-3}, 7, tmp_path / "a.pt", progress=False)
-    train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "steps": 4}, 7, tmp_path / "b.pt", progress=False)
-    other, log = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "lr": 3e-3}, 7, tmp_path / "b.pt", progress=False)
-    assert all(torch.equal(v, w) for v, w in zip(fresh.state_dict().values(), other.state_dict().values()))
+    fresh, _ = train(x, tmp_path / "a.pt", lr=3e-3)
+    train(x, tmp_path / "b.pt", steps=4)
+    other, log = train(x, tmp_path / "b.pt", lr=3e-3)
+    assert _same_weights(fresh, other)
     assert len(log) == TRAIN["steps"]
 
 
 def test_state_from_other_data_is_not_resumed(tmp_path, gen):
     x = torch.randn(20, 64, generator=gen)
-    train_unet(x, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "s.pt", progress=False)
+    train(x, tmp_path / "s.pt")
     y = x + 1.0  # same n, same shape, other data
-    fresh, _ = train_unet(y, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "fresh.pt", progress=False)
-    again, _ = train_unet(y, (1, 8, 8), MODEL, TRAIN, 7, tmp_path / "s.pt", progress=False)
-    assert all(torch.equal(v, w) for v, w in zip(fresh.state_dict().values(), again.state_dict().values()))
+    fresh, _ = train(y, tmp_path / "fresh.pt")
+    again, _ = train(y, tmp_path / "s.pt")
+    assert _same_weights(fresh, again)
+
+
+def test_bf16_network_score_is_close_to_fp32(gen):
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), 1, (1,), 0.0)
+    x = torch.randn(6, 64, generator=gen)
+    f32 = NetworkScore(net, (1, 8, 8), batch_size=4)(x, 0.5)
+    b16 = NetworkScore(net, (1, 8, 8), batch_size=4, precision="bf16")(x, 0.5)
+    assert b16.dtype == torch.float32 and f32.shape == b16.shape
+    assert (b16 - f32).norm() < 0.05 * f32.norm()
 
 
 def test_unet_moves_between_dtypes(gen):
@@ -55,9 +124,26 @@ def test_paper_unet_size():
     assert abs(count_parameters(UNet(3, 64, (1, 2, 4, 4), 2, (1, 2), 0.1)) - 25.7e6) < 0.1e6
 
 
+def test_describe_model_prints_the_paper_size(capsys):
+    assert cli_main(["describe-model", "--config", "config/paper.yaml", "--experiment", "cifar2"]) == 0
+    out = capsys.readouterr().out
+    assert "U-Net parameters: 25,636,483" in out and "(25.64 M)" in out and "resnet18" in out
+    assert "down.3.1   Attention                 128x16x16" in out
+
+
+def test_describe_model_unknown_experiment_is_one_line(capsys):
+    assert cli_main(["describe-model", "--config", "config/config.yaml", "--experiment", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has ['digits', 'gmm']" in err
+
+
 def test_classifier_reaches_threshold_on_digits(tmp_path):
     stages.subset({}, {"data": str(tmp_path / "d.parquet")}, "e", {"source": "sklearn_digits", "classes": [1, 8]}, 0)
     x, labels, _ = load_subset(str(tmp_path / "d.parquet"))
-    cfg = {"width": 16, "epochs": 100, "batch_size": 64, "lr": 2e-3, "holdout": 0.2, "noise": 0.05}
+    cfg = {"arch": "small_cnn", "width": 16, "epochs": 100, "batch_size": 64, "lr": 2e-3, "holdout": 0.2,
+           "noise": 0.05}
     _, acc, n_test = train_classifier(x, labels, (1, 16, 16), cfg, 0, progress=False)
     assert acc >= 0.95 and n_test == 71
+    resnet = {**cfg, "arch": "resnet18", "epochs": 10, "lr": 1e-3}
+    net, acc, _ = train_classifier(x, labels, (1, 16, 16), resnet, 0, progress=False)
+    assert acc >= 0.95 and count_parameters(net) == count_parameters(build_classifier(resnet, (1, 16, 16)))

@@ -46,6 +46,20 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
 SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "lfw_subset": (25, "bilinear"), "mnist": (32, "pad"),
                   "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop"),
                   "imagenet_downsampled": (None, "bilinear"), "lsun": (64, "resize_crop")}
+SOURCE_CHANNELS = {"sklearn_digits": 1, "lfw_subset": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3,
+                   "imagenet_downsampled": 3, "lsun": 3}
+
+
+def planned_shape(dataset: dict) -> tuple[int, int, int]:
+    """(C, H, W) that the subset stage will make from a config ``dataset`` block,
+    without reading the data (for describing a model before any run)."""
+    kind = dataset["source"]
+    if kind not in SOURCE_CHANNELS:
+        raise InputError(f"dataset source {kind!r} is not an image source: it has no network")
+    size = dataset.get("size") or SOURCE_RECIPES[kind][0]
+    if size is None:
+        raise InputError(f"dataset source {kind!r} takes the files' own size: set dataset.size (16, 32 or 64)")
+    return SOURCE_CHANNELS[kind], size, size
 
 
 def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,

@@ -1,5 +1,6 @@
-"""Networks: a DDPM-style U-Net (Ho et al. 2020) predicting the noise, and a
-small CNN classifier.
+"""Networks: a DDPM-style U-Net (Ho et al. 2020) predicting the noise, and the
+class classifiers (a small CNN, or torchvision's ResNet-18 without pretrained
+weights).
 
 The U-Net is configured by ``channels`` (base width), ``channel_mult`` (one
 entry per resolution), ``num_res_blocks``, ``attention_resolutions`` (indices of
@@ -140,5 +141,65 @@ def build_unet(cfg: dict, in_channels: int) -> UNet:
                 tuple(cfg["attention_resolutions"]), cfg["dropout"])
 
 
+CLASSIFIERS = ("small_cnn", "resnet18")
+
+
+def resnet18(in_channels: int, classes: int = 2) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised (nothing is downloaded), with the
+    small-image stem of CIFAR ResNets: a 3x3 stride-1 first convolution and no max
+    pooling, so 16 to 64 pixel images keep their resolution into the first stage."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None, num_classes=classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+def build_classifier(cfg: dict, shape: tuple[int, int, int]) -> nn.Module:
+    """Two-class classifier from a config ``classifier`` block (``arch``, ``width``)
+    for images of ``shape`` (C, H, W)."""
+    arch = cfg.get("arch", "small_cnn")
+    if arch == "small_cnn":
+        return SmallCNN(shape[0], 2, cfg["width"])
+    if arch == "resnet18":
+        return resnet18(shape[0], 2)
+    raise ValueError(f"unknown classifier arch {arch!r}: use one of {CLASSIFIERS}")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def describe(model: nn.Module, shape: tuple[int, int, int]) -> str:
+    """Architecture summary: one row per called module that is a child of the model
+    or of a ``ModuleList`` (name, type, output shape for one input of ``shape``
+    (C, H, W), parameters), in call order, then the total."""
+    rows, hooks = [], []
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        for name, child in parent.named_children():
+            full = f"{prefix}{name}"
+            if isinstance(child, nn.ModuleList):
+                visit(child, full + ".")
+                continue
+
+            def hook(mod, args, out, full=full):
+                out = out[0] if isinstance(out, tuple) else out
+                rows.append((full, type(mod).__name__, "x".join(map(str, out.shape[1:])), count_parameters(mod)))
+            hooks.append(child.register_forward_hook(hook))
+
+    visit(model, "")
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, *shape)
+            model.eval()(x, torch.zeros(1)) if isinstance(model, UNet) else model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    width = max([len(r[0]) for r in rows] + [6])
+    lines = [f"{'module':<{width}}  {'type':<18} {'output (CxHxW)':>16} {'parameters':>12}"]
+    lines += [f"{n:<{width}}  {t:<18} {o:>16} {p:>12,}" for n, t, o, p in rows]
+    total = count_parameters(model)
+    lines.append(f"{'total':<{width}}  {type(model).__name__:<18} {'':>16} {total:>12,}  ({total / 1e6:.2f} M)")
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import torch
 
+from .device import autocast, resolve_channels_last, resolve_device, to_layout
 from .schedule import delta
 
 
@@ -158,12 +159,20 @@ class EmpiricalScore:
 class NetworkScore:
     """Score of a noise-predicting network ``eps(x, t)``: ``F = -eps / sqrt(Delta_t)``.
 
-    ``model(x_img: (B, C, H, W), t: (B,)) -> eps`` with OU time t; batches are
-    evaluated ``batch_size`` rows at a time so memory stays bounded.
+    ``model(x_img: (B, C, H, W), t: (B,)) -> eps`` with OU time t. States stay
+    on the CPU; they go to ``device`` ``batch_size`` rows at a time, so device
+    memory is bounded by the batch size whatever the number of trajectories.
+    ``precision`` ``bf16`` runs the forward pass under bf16 autocast (the score is
+    returned in the states' dtype); channels_last is used on CUDA.
     """
 
-    def __init__(self, model: torch.nn.Module, shape: tuple[int, int, int], batch_size: int = 512):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, shape: tuple[int, int, int], batch_size: int = 512,
+                 device: str = "cpu", precision: str = "fp32"):
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.channels_last = resolve_channels_last(None, self.device)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=fmt).eval()
         self.shape = tuple(shape)
         self.batch_size = int(batch_size)
 
@@ -172,8 +181,9 @@ class NetworkScore:
         out = torch.empty_like(x)
         scale = -1.0 / math.sqrt(delta(t))
         for start in range(0, x.shape[0], self.batch_size):
-            xb = x[start:start + self.batch_size]
-            tb = torch.full((xb.shape[0],), float(t), dtype=torch.float32)
-            eps = self.model(xb.view(-1, *self.shape), tb)
-            out[start:start + xb.shape[0]] = eps.reshape(xb.shape[0], -1) * scale
+            xb = x[start:start + self.batch_size].to(self.device, torch.float32, non_blocking=True)
+            tb = torch.full((xb.shape[0],), float(t), dtype=torch.float32, device=self.device)
+            with autocast(self.device, self.precision):
+                eps = self.model(to_layout(xb.view(-1, *self.shape), self.channels_last), tb)
+            out[start:start + xb.shape[0]] = (eps.float().reshape(xb.shape[0], -1) * scale).to(x.device, x.dtype)
         return out

@@ -34,7 +34,7 @@ from .io import (
     save_checkpoint,
     write_table,
 )
-from .models import SmallCNN, build_unet, count_parameters
+from .models import build_classifier, build_unet, count_parameters
 from .sampling import Sampler, tweedie
 from .schedule import speciation_time
 from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
@@ -80,62 +80,72 @@ def spectrum(input: dict, output: dict, spectrum: dict) -> None:
 
 # ----------------------------------------------------------------------------- models
 def train(input: dict, output: dict, exp: str, model: dict, train: dict, seed: int, state: str,
-          progress: bool = True) -> None:
+          device: str = "auto", progress: bool = True) -> None:
     x, _, meta = load_subset(input["data"])
     shape = image_shape(meta)
-    net, loss_log = train_unet(x, shape, model, train, derive_seed(seed, exp, "train"), state, progress)
+    net, loss_log, info = train_unet(x, shape, model, train, derive_seed(seed, exp, "train"), state, progress,
+                                     device)
     cfg = {"model": model, "train": train}
     results = {"parameters": count_parameters(net), "final_loss": float(loss_log["loss"].tail(100).mean()),
-               "steps": int(loss_log["step"].iloc[-1])}
+               "steps": int(loss_log["step"].iloc[-1]), **info}
     write_table(loss_log, output["log"], make_metadata("train", cfg, seed, results))
     save_checkpoint({"state_dict": net.state_dict(), "model": model, "shape": list(shape),
                      "metadata": make_metadata("train", cfg, seed, results)}, output["model"])
-    log.info("train: %d parameters, final loss %.4f", results["parameters"], results["final_loss"])
+    rate = info["steps_per_second"]
+    log.info("train: %d parameters, final loss %.4f, %s steps/s on %s (%s)", results["parameters"],
+             results["final_loss"], f"{rate:.2f}" if rate else "no new", info["device"], info["precision"])
 
 
-def classifier(input: dict, output: dict, exp: str, classifier: dict, seed: int, progress: bool = True) -> None:
+def classifier(input: dict, output: dict, exp: str, classifier: dict, seed: int, device: str = "auto",
+               progress: bool = True) -> None:
     x, labels, meta = load_subset(input["data"])
     shape = image_shape(meta)
     net, acc, n_test = train_classifier(x, labels, shape, classifier, derive_seed(seed, exp, "classifier"),
-                                        progress)
-    results = {"accuracy": acc, "n_test": n_test, "parameters": count_parameters(net)}
-    save_checkpoint({"state_dict": net.state_dict(), "width": classifier["width"], "shape": list(shape),
+                                        progress, device)
+    results = {"accuracy": acc, "n_test": n_test, "parameters": count_parameters(net), "arch": classifier["arch"]}
+    save_checkpoint({"state_dict": net.state_dict(), "config": classifier, "shape": list(shape),
                      "accuracy": acc, "metadata": make_metadata("classifier", classifier, seed, results)},
                     output["classifier"])
-    log.info("classifier: held-out accuracy %.4f on %d images", acc, n_test)
+    log.info("classifier %s: held-out accuracy %.4f on %d images", classifier["arch"], acc, n_test)
 
 
-def _load_score(score: str, x: torch.Tensor, meta: dict, block: int | None, model_path: str | None):
+def _load_weights(net: torch.nn.Module, ckpt: dict, path: str | None, stage: str) -> torch.nn.Module:
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise InputError(f"{path}: weights do not fit the model it describes "
+                         f"({str(err).splitlines()[0][:120]}); delete it and re-run {stage}") from None
+    return net
+
+
+def _load_score(score: str, x: torch.Tensor, meta: dict, block: int | None, model_path: str | None,
+                sampler: dict | None = None, device: str | None = None):
     if score == "exact":
         return GaussianMixtureScore(gm_direction(meta), meta["sigma"])
     if score == "empirical":
         return EmpiricalScore(x, block)
     if score in NETWORK_SCORES:
         ckpt = load_checkpoint(model_path, required=("state_dict", "model", "shape"))
-        net = build_unet(ckpt["model"], ckpt["shape"][0])
-        try:
-            net.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as err:
-            raise InputError(f"{model_path}: weights do not fit the model it describes "
-                             f"({str(err).splitlines()[0][:120]}); delete it and re-run train") from None
-        return NetworkScore(net, tuple(ckpt["shape"]))
+        net = _load_weights(build_unet(ckpt["model"], ckpt["shape"][0]), ckpt, model_path, "train")
+        sampler = sampler or {}
+        return NetworkScore(net, tuple(ckpt["shape"]), sampler.get("batch_size", 512), device or "auto",
+                            sampler.get("precision", "fp32"))
     raise InputError(f"unknown score model {score!r}")
 
 
-def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float | None):
+def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float | None, device: str | None = None):
     """(labeller, held-out accuracy): the sign of the projection on m for the Gaussian
     mixture (accuracy None), else the trained classifier, refused below ``min_accuracy``."""
     if meta["source"] == "gaussian_mixture":
         return GaussianMixtureScore(gm_direction(meta), meta["sigma"]).classify, None
-    ckpt = load_checkpoint(classifier_path, required=("state_dict", "width", "shape", "accuracy"))
+    ckpt = load_checkpoint(classifier_path, required=("state_dict", "config", "shape", "accuracy"))
     if ckpt["accuracy"] < (min_accuracy or 0.0):
         raise InputError(f"{classifier_path}: classifier held-out accuracy {ckpt['accuracy']:.3f} is "
                          f"below classifier.min_accuracy={min_accuracy}; train it longer "
-                         "(classifier.epochs) or lower the threshold")
+                         "(classifier.epochs), try classifier.arch: resnet18, or lower the threshold")
     shape = tuple(ckpt["shape"])
-    net = SmallCNN(shape[0], 2, ckpt["width"])
-    net.load_state_dict(ckpt["state_dict"])
-    return classifier_labeller(net.eval(), shape), float(ckpt["accuracy"])
+    net = _load_weights(build_classifier(ckpt["config"], shape), ckpt, classifier_path, "classifier")
+    return classifier_labeller(net.eval(), shape, device=device or "auto"), float(ckpt["accuracy"])
 
 
 def _branch_times(relative: list[float], spec: dict) -> np.ndarray:
@@ -168,11 +178,11 @@ def _snapshot_table(res, grid_end: float, score) -> pa.Table:
 
 # ----------------------------------------------------------------------------- cloning
 def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, sampler: dict,
-            block: int | None, min_accuracy: float | None, seed: int) -> None:
+            block: int | None, min_accuracy: float | None, seed: int, device: str | None = None) -> None:
     x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"])
-    fn = _load_score(score, x, meta, block, input.get("model"))
-    label, accuracy = _labeller(meta, input.get("classifier"), min_accuracy)
+    fn = _load_score(score, x, meta, block, input.get("model"), sampler, device)
+    label, accuracy = _labeller(meta, input.get("classifier"), min_accuracy, device)
     samp = Sampler.from_config(sampler)
     branch = _branch_times(cloning["branch_times"], spec)
     res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label,
@@ -193,10 +203,10 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, samp
 
 # ----------------------------------------------------------------------------- collapse
 def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, sampler: dict,
-             block: int, seed: int) -> None:
+             block: int, seed: int, device: str | None = None) -> None:
     x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"])
-    fn = _load_score(score, x, meta, block, input.get("model"))
+    fn = _load_score(score, x, meta, block, input.get("model"), sampler, device)
     train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
     samp = Sampler.from_config(sampler)
     times, nearest, d_star = track_nearest(fn, samp, train_set, collapse["n_trajectories"],

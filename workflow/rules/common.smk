@@ -89,6 +89,20 @@ def theory_params(wildcards):
     return exp_cfg(wildcards)["theory"]
 
 
+def device_param(wildcards):
+    """Where networks run (config device): training, the classifier, and cloning with a
+    network score or a classifier labeller; None for jobs that run no network."""
+    score = getattr(wildcards, "score", None)
+    if score is None or score in NETWORK_SCORES or needs_classifier(exp_cfg(wildcards)):
+        return config["device"]
+    return None
+
+
+def network_device_param(wildcards):
+    """Where a network score runs (collapse uses no classifier)."""
+    return config["device"] if wildcards.score in NETWORK_SCORES else None
+
+
 def train_state(wildcards):
     return paths.TRAIN_STATE.format(exp=wildcards.exp, score=wildcards.score)
 

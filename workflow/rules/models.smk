@@ -10,6 +10,7 @@ rule train:
         train=train_params,
         seed=config["seed"],
         state=train_state,
+        device=device_param,
     log:
         log_path("train", per_score=True),
     benchmark:
@@ -35,6 +36,7 @@ rule classifier:
         exp="{exp}",
         classifier=classifier_params,
         seed=config["seed"],
+        device=device_param,
     log:
         log_path("classifier"),
     benchmark:

@@ -12,6 +12,7 @@ rule cloning:
         block=score_block_param,
         min_accuracy=min_accuracy_param,
         seed=config["seed"],
+        device=device_param,
     log:
         log_path("cloning", per_score=True),
     benchmark:
@@ -38,6 +39,7 @@ rule collapse:
         sampler=sampler_params,
         block=block_param,
         seed=config["seed"],
+        device=network_device_param,
     log:
         log_path("collapse", per_score=True),
     benchmark:

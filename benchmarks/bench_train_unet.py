@@ -1,0 +1,130 @@
+"""Training throughput of this package's DDPM U-Net against diffusers' UNet2DModel
+configured to the same network, measured in the same run.
+
+Both networks take the same training step (the denoising loss of
+:func:`diffusion_regimes.training.dsm_loss`: noisy batch, MSE on the noise,
+backward, Adam) on the same batches, with the same precision and memory
+format. The diffusers model is built with block_out_channels = base x
+channel_mult, the same number of residual blocks, attention (one head) at the
+same resolutions and in the middle block, dropout and 32-group GroupNorm; the
+parameter counts are printed side by side.
+
+CPU:  python benchmarks/bench_train_unet.py                      (paper 32x32 net, batch 16)
+GPU:  python benchmarks/bench_train_unet.py --device cuda --batch 128 --precision bf16 --channels-last [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from diffusion_regimes.models import UNet, count_parameters
+from diffusion_regimes.schedule import ddpm_times
+from diffusion_regimes.training import dsm_loss
+
+PRESETS = {  # name: (channels, channel_mult, num_res_blocks, attention_resolutions, size, in_channels)
+    "paper32": (64, (1, 2, 4, 4), 2, (1, 2), 32, 3),
+    "paper64": (64, (1, 2, 4, 4), 2, (1, 2), 64, 3),
+    "default": (16, (1, 2), 1, (), 16, 1),
+}
+
+
+def diffusers_unet(channels, mult, blocks, attention, size, in_channels, dropout):
+    from diffusers import UNet2DModel
+
+    levels = range(len(mult))
+    return UNet2DModel(
+        sample_size=size, in_channels=in_channels, out_channels=in_channels,
+        block_out_channels=tuple(channels * m for m in mult), layers_per_block=blocks,
+        down_block_types=tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in levels),
+        up_block_types=tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(levels)),
+        dropout=dropout, norm_num_groups=min(32, channels // 4), attention_head_dim=None, add_attention=True)
+
+
+class DiffusersAdapter(torch.nn.Module):
+    """``eps(x, t_OU)`` for UNet2DModel, which takes DDPM step indices."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, t):
+        k = torch.searchsorted(TIMES.to(t.device), t.float().contiguous()).clamp(max=len(TIMES) - 1)
+        return self.net(x, k).sample
+
+
+TIMES = torch.as_tensor(ddpm_times(), dtype=torch.float32)
+
+
+def steps_per_second(model, shape, a, dev, precision, channels_last, steps, warmup, compile_):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(dev, memory_format=fmt).train()
+    fwd = torch.compile(model) if compile_ else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(1)
+    batches = [(TIMES[torch.randint(0, len(TIMES), (a.shape[0],), generator=g)].to(dev),
+                torch.randn(a.shape, generator=g).to(dev)) for _ in range(2)]
+
+    def step(i):
+        t, eps = batches[i % 2]
+        loss = dsm_loss(fwd, a, t, eps, shape, precision, channels_last)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for i in range(warmup):
+        step(i)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    rate = steps / (time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
+    return rate, peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.1)
+    args = p.parse_args()
+    dev = torch.device(args.device)
+    channels, mult, blocks, attention, size, cin = PRESETS[args.preset]
+    shape = (cin, size, size)
+    torch.manual_seed(0)
+    ours = UNet(cin, channels, mult, blocks, attention, args.dropout)
+    theirs = DiffusersAdapter(diffusers_unet(channels, mult, blocks, attention, size, cin, args.dropout))
+    a = torch.randn(args.batch, cin * size * size).to(dev)
+    print(f"preset {args.preset}: {cin}x{size}x{size}, base {channels}, mult {mult}, {blocks} blocks, "
+          f"attention {attention}; batch {args.batch}; device {dev}; {args.precision}; "
+          f"channels_last {args.channels_last}; compile {args.compile}; threads {torch.get_num_threads()}")
+    rows = []
+    for name, net in [("diffusion_regimes.UNet", ours), ("diffusers.UNet2DModel", theirs)]:
+        rate, peak = steps_per_second(net, shape, a, dev, args.precision, args.channels_last, args.steps,
+                                      args.warmup, args.compile)
+        rows.append((name, count_parameters(net), rate, peak))
+        net.cpu()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    print(f"{'model':<24} {'parameters':>12} {'steps/s':>9} {'images/s':>10} {'peak GiB':>9}")
+    for name, n, rate, peak in rows:
+        print(f"{name:<24} {n:>12,} {rate:>9.3f} {rate * args.batch:>10.1f} {peak:>9.2f}")
+    print(f"throughput ratio (ours / diffusers): {rows[0][2] / rows[1][2]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
