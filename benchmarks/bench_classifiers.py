@@ -9,6 +9,7 @@ python benchmarks/bench_classifiers.py [--archs small_cnn resnet18] [--device cp
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ DATASETS = {
 }
 ARCH = {  # classifier settings per architecture (the schema's defaults for small_cnn)
     "small_cnn": {"arch": "small_cnn", "width": 16, "epochs": 100, "batch_size": 64, "lr": 2e-3},
-    "resnet18": {"arch": "resnet18", "width": 16, "epochs": 10, "batch_size": 64, "lr": 1e-3},
+    "resnet18": {"arch": "resnet18", "width": 16, "epochs": None, "batch_size": 64, "lr": 1e-3},
 }
+RESNET_STEPS = 200  # ResNet-18 gets at least this many optimiser steps (its BatchNorm statistics need them)
 
 
 def main() -> None:
@@ -45,6 +47,9 @@ def main() -> None:
             shape = image_shape(meta)
             for arch in args.archs:
                 cfg = {**ARCH[arch], "holdout": 0.2, "noise": 0.05}
+                if cfg["epochs"] is None:  # enough epochs for RESNET_STEPS steps
+                    per_epoch = math.ceil(round(0.8 * x.shape[0]) / cfg["batch_size"])
+                    cfg["epochs"] = max(10, math.ceil(RESNET_STEPS / per_epoch))
                 t0 = time.perf_counter()
                 net, acc, n_test = train_classifier(x, labels, shape, cfg, 0, progress=False, device=args.device)
                 print(f"{name:<8} {x.shape[0]:>5} {'x'.join(map(str, shape)):>9} {arch:<10} "

@@ -62,12 +62,17 @@ def test_partial_blocks_keep_their_own_defaults():
 
 
 def test_default_and_test_configs_validate():
-    for path in ["config/config.yaml", "tests/tiny_config.yaml"]:
+    for path, names in [("config/config.yaml", {"gmm", "digits"}),
+                        ("tests/tiny_config.yaml", {"gmm", "cw_d8", "cw_d12", "digits"})]:
         cfg = load_config(ROOT / path)
-        assert set(cfg["experiments"]) == {"gmm", "digits"}
+        assert set(cfg["experiments"]) == names
         assert cfg["experiments"]["digits"]["network_sampler"]["method"] == "ddpm"
     paper = set(load_config(ROOT / "config/paper.yaml")["experiments"])
     assert paper == {"mnist", "cifar2", "imagenet16", "imagenet32", "lsun64", "celeba64"}
+    solvable = load_config(ROOT / "config/solvable.yaml")["experiments"]
+    assert len(solvable) == 14 and {c["group"] for c in solvable.values()} == {
+        "gm_speciation", "gm_collapse", "curie_weiss", None}
+    assert len(load_config(ROOT / "config/solvable_paper.yaml")["experiments"]) >= 14
     assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion", "lfw"}
 
 

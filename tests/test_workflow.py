@@ -74,12 +74,17 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
         assert keys <= set(meta) and {"config", "seed", "version"} <= set(meta), (rel, meta.keys())
     assert read_metadata(r / "digits/unet/cloning.parquet")["accuracy"] >= 0.5
     table1, _ = read_table(r / "table1.parquet")
-    assert list(table1["experiment"]) == ["gmm", "digits"] and "ratio_exact" in table1
+    assert list(table1["experiment"]) == ["gmm", "cw_d8", "cw_d12", "digits"] and "ratio_exact" in table1
     assert "| experiment" in (r / "table1.md").read_text()
     summary, _ = read_table(r / "summary.parquet")
-    assert len(summary) == 4 and set(summary["score"]) == {"exact", "empirical", "unet"}
-    for fig in ["gmm/phi.png", "gmm/collapse.png", "digits/phi.png", "digits/collapse.png", "digits/samples.png"]:
+    assert len(summary) == 6 and set(summary["score"]) == {"exact", "empirical", "unet"}
+    for fig in ["gmm/phi.png", "gmm/collapse.png", "gmm/symmetry.png", "digits/phi.png", "digits/collapse.png",
+                "digits/samples.png", "cw/speciation.png", "cw/collapse.png", "cw_d12/phi.png"]:
         assert (r / "figures" / fig).stat().st_size > 10_000
+    sym, meta = read_table(r / "gmm/symmetry.parquet")
+    assert list(sym.columns) == ["t", "t_rel", "q"] and len(sym) == 3 * 64 and meta["d"] == 32
+    theory_cw = read_metadata(r / "cw_d12/theory.parquet")
+    assert theory_cw["model"] == "curie_weiss" and theory_cw["Lambda_population"] > 1
     assert not list(r.rglob(".*.tmp"))
 
 
@@ -116,5 +121,5 @@ def test_bad_config_stops_with_one_line(tmp_path):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "diffusion-regimes:" in ln]
     assert proc.returncode != 0
     assert lines == ["diffusion-regimes: config error at experiments.gmm.cloning: unknown key 'n_pair' "
-                     "(allowed: branch_times, n_bootstrap, n_pairs, pair_batch); see config/README.md"]
+                     "(allowed: branch_times, n_bootstrap, n_pairs, pair_batch, time_unit); see config/README.md"]
     assert not (tmp_path / "results").exists()

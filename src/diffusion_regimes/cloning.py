@@ -35,13 +35,16 @@ class CloneResult:
     (K, P) bool, pair p's clone made at ``times[k]`` ended with the trunk's label;
     ``nfe``: score evaluations; ``snapshots``: for pair 0, the trunk state at each
     branch time (K, d), the trunk's final state (d,), and the final state of the
-    clone made at each branch time (K, d).
+    clone made at each branch time (K, d); ``trunk_labels`` (P,) and
+    ``clone_labels`` (K, P): the labels themselves, for agreement at coarser levels.
     """
 
     times: np.ndarray
     agree: np.ndarray
     nfe: int
     snapshots: dict = field(default_factory=dict)
+    trunk_labels: np.ndarray | None = None
+    clone_labels: np.ndarray | None = None
 
 
 def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray, n_pairs: int,
@@ -59,7 +62,7 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     inv = torch.as_tensor(np.argsort(order))  # row block of each branch time
     starts = np.bincount(idx, minlength=sampler.steps + 1)
     nfe0 = sampler.nfe
-    agree_chunks, snapshots = [], {}
+    trunk_chunks, clone_chunks, snapshots = [], [], {}
     for p0 in range(0, n_pairs, pair_batch):
         P = min(pair_batch, n_pairs - p0)
         gen = generator(seed, "pairs", p0 // pair_batch)
@@ -74,7 +77,8 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
                 x = sampler.step(score, x, i, gen)
         labels = label(x)
         clone_labels = labels[P:].view(len(idx), P)[inv]  # back to the caller's order
-        agree_chunks.append((clone_labels == labels[None, :P]).numpy())
+        trunk_chunks.append(labels[:P].numpy())
+        clone_chunks.append(clone_labels.numpy())
         if p0 == 0:
             snapshots = {
                 "trunk": torch.stack(trunk_at)[inv].numpy(),
@@ -84,8 +88,9 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     times = sampler.grid[idx]
     sort = np.argsort(times)
     snapshots = {k: (v[sort] if v.ndim == 2 else v) for k, v in snapshots.items()}
-    return CloneResult(times[sort], np.concatenate(agree_chunks, 1)[sort], sampler.nfe - nfe0,
-                       snapshots)
+    trunk_labels, clone_labels = np.concatenate(trunk_chunks), np.concatenate(clone_chunks, 1)[sort]
+    return CloneResult(times[sort], clone_labels == trunk_labels[None], sampler.nfe - nfe0, snapshots,
+                       trunk_labels, clone_labels)
 
 
 def clone_rerun_per_branch(score: Score, sampler: Sampler, branch_times: np.ndarray,

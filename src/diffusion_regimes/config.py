@@ -22,6 +22,10 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 NETWORK_SCORES = ("unet",)
 #: score models that can memorise (collapse is measured for them)
 MEMORISING_SCORES = ("empirical",) + NETWORK_SCORES
+#: solvable data models: an exact score (score model ``exact``) and a closed-form class
+ANALYTIC_SOURCES = ("gaussian_mixture", "hierarchical_mixture", "curie_weiss")
+#: dataset keys that may hold a list: the experiment expands into one per value
+GRID_KEYS = ("d", "n", "beta")
 
 
 class ConfigError(InputError):
@@ -116,8 +120,38 @@ _Validator = jsonschema.validators.extend(
         "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool)))
 
 
+def _grid_value(value) -> str:
+    return str(value).replace(".", "p").replace("-", "m")
+
+
+def expand_grids(experiments: dict) -> dict:
+    """Experiments whose dataset has a list for ``d``, ``n`` or ``beta`` become one
+    experiment per combination, named ``{name}_d256``, ``{name}_d64_beta1p5``, ...
+    (``.`` written ``p``), with ``group: name``; the others are unchanged."""
+    out = {}
+    for name, exp in experiments.items():
+        data = exp["dataset"]
+        lists = [k for k in GRID_KEYS if isinstance(data.get(k), list)]
+        if not lists:
+            out[name] = exp
+            continue
+        combos = [{}]
+        for k in lists:
+            combos = [{**c, k: v} for c in combos for v in data[k]]
+        for combo in combos:
+            member = copy.deepcopy(exp)
+            member["dataset"].update(combo)
+            member["group"] = exp.get("group") or name
+            sub = name + "".join(f"_{k}{_grid_value(v)}" for k, v in combo.items())
+            if sub in experiments or sub in out:
+                raise _fail(f"experiments.{name}", f"its grid makes {sub!r}, which is already an experiment")
+            out[sub] = member
+    return out
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
-    """Fill defaults into ``config`` (in place) and validate it; returns it.
+    """Fill defaults into ``config`` (in place) and validate it, expanding grids
+    (:func:`expand_grids`); returns it.
 
     Raises :class:`ConfigError` whose message names the offending key.
     """
@@ -127,15 +161,18 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if errors:
         err = min(errors, key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties"))
         raise ConfigError(f"config error at {_describe(err)}; see config/README.md")
+    config["experiments"] = expand_grids(config["experiments"])
     for name, exp in config["experiments"].items():
         where = f"experiments.{name}"
         source = exp["dataset"]["source"]
         for score in exp["scores"]:
-            if score == "exact" and source != "gaussian_mixture":
-                raise _fail(f"{where}.scores", "'exact' needs a closed-form score (dataset source "
-                            "gaussian_mixture)")
-            if score in NETWORK_SCORES and source == "gaussian_mixture":
-                raise _fail(f"{where}.scores", f"{score!r} needs image data, not source gaussian_mixture")
+            if score == "exact" and source not in ANALYTIC_SOURCES:
+                raise _fail(f"{where}.scores", f"'exact' needs a solvable data model (dataset source one of "
+                            f"{', '.join(ANALYTIC_SOURCES)})")
+            if score in NETWORK_SCORES and source in ANALYTIC_SOURCES:
+                raise _fail(f"{where}.scores", f"{score!r} needs image data, not source {source}")
+        if exp["symmetry"]["enabled"] and source != "gaussian_mixture":
+            raise _fail(f"{where}.symmetry.enabled", "the potential is that of the two-Gaussian mixture")
         for key in ("cloning", "collapse"):
             bt = exp[key]["branch_times"]
             if any(b <= a for a, b in zip(bt, bt[1:])):
@@ -173,4 +210,4 @@ def load_config(path: str | Path) -> dict:
 
 def needs_classifier(exp_cfg: dict) -> bool:
     """Data without a closed-form class need a trained classifier for cloning."""
-    return exp_cfg["dataset"]["source"] != "gaussian_mixture"
+    return exp_cfg["dataset"]["source"] not in ANALYTIC_SOURCES

@@ -24,10 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .curie_weiss import sample_spins
 from .io import InputError, read_metadata
 from .sources import IMAGE_SOURCES, class_index, load_source, resize  # noqa: F401 (resize re-exported)
 
-SOURCES = ("gaussian_mixture",) + IMAGE_SOURCES
+SOURCES = ("gaussian_mixture", "hierarchical_mixture", "curie_weiss") + IMAGE_SOURCES
 
 
 def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
@@ -43,6 +44,29 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
 
 
 #: default side of the square images and the way to reach it, per image source
+def hierarchical_centres(d: int, mu_tilde: float, mu_tilde2: float) -> torch.Tensor:
+    """The four centres (4, d) float32 of the hierarchical mixture, class k = 2 s + c:
+    ``(2s - 1) mu_tilde u + (2c - 1) mu_tilde2 v`` with u = (1, ..., 1) and v = (1, -1, 1, ...)
+    (orthogonal for even d; |u| = |v| = sqrt(d))."""
+    u = torch.ones(d)
+    v = torch.ones(d)
+    v[1::2] = -1.0
+    s = torch.tensor([-1.0, -1.0, 1.0, 1.0])[:, None]
+    c = torch.tensor([-1.0, 1.0, -1.0, 1.0])[:, None]
+    return s * mu_tilde * u + c * mu_tilde2 * v
+
+
+def hierarchical_mixture(d: int, n: int, mu_tilde: float, mu_tilde2: float, sigma: float,
+                         generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    """n points (n, d) float32 of the four-Gaussian hierarchical mixture and labels (n,)
+    in 0..3 (super-class = label // 2, class within it = label % 2), n // 4 per class
+    (the remainder in the first classes), in random order."""
+    labels = (torch.arange(n) % 4)[torch.randperm(n, generator=generator)]
+    centres = hierarchical_centres(d, mu_tilde, mu_tilde2)
+    x = centres[labels] + sigma * torch.randn(n, d, generator=generator)
+    return x, labels.numpy()
+
+
 SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "lfw_subset": (25, "bilinear"), "mnist": (32, "pad"),
                   "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop"),
                   "imagenet_downsampled": (None, "bilinear"), "lsun": (64, "resize_crop")}
@@ -93,6 +117,18 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
                 "source": kind, "mu_tilde": dataset["mu_tilde"], "sigma": dataset["sigma"],
                 "m_direction": "ones"}
         source_index = np.arange(len(labels), dtype=np.int64)
+    elif kind == "hierarchical_mixture":
+        x, labels = hierarchical_mixture(dataset["d"], dataset["n"], dataset["mu_tilde"], dataset["mu_tilde2"],
+                                         dataset["sigma"], g)
+        meta = {"shape": [dataset["d"]], "mean": [0.0], "classes": ["--", "-+", "+-", "++"], "source": kind,
+                "mu_tilde": dataset["mu_tilde"], "mu_tilde2": dataset["mu_tilde2"], "sigma": dataset["sigma"]}
+        source_index = np.arange(len(labels), dtype=np.int64)
+    elif kind == "curie_weiss":
+        x = sample_spins(dataset["n"], dataset["d"], dataset["beta"], dataset["J"], dataset["h"], g)
+        labels = (x.sum(1) > 0).to(torch.int64).numpy()
+        meta = {"shape": [dataset["d"]], "mean": [0.0], "classes": ["M <= 0", "M > 0"], "source": kind,
+                "beta": dataset["beta"], "J": dataset["J"], "h": dataset["h"]}
+        source_index = np.arange(len(labels), dtype=np.int64)
     elif kind in IMAGE_SOURCES:
         src = load_source(dataset)
         classes = [class_index(src, c) for c in dataset["classes"]]
@@ -119,7 +155,7 @@ def make_subset(dataset: dict, seed: int) -> tuple[pd.DataFrame | pa.Table, dict
         "label": pa.array(labels.astype(np.int8)),
         "source_index": pa.array(source_index),
         "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d)})
-    meta.update({"n": n, "d": d, "class_counts": np.bincount(labels, minlength=2).tolist()})
+    meta.update({"n": n, "d": d, "class_counts": np.bincount(labels, minlength=len(meta["classes"])).tolist()})
     return table, meta
 
 

@@ -5,6 +5,13 @@
   collapse times, and phi_C(t).
 - ``samples.png``: image data only: one trajectory at each branch time, its
   denoised estimate there, and the final image of its clone made at that time.
+- ``symmetry.png`` (Gaussian mixture, when enabled): the potential V(q, t) at
+  times around t_S beside the histograms of q over sampled trajectories.
+
+Figures of a group of experiments (a grid over d or beta), in
+``results/figures/{group}/``: ``speciation.png`` (phi against t/t_S for every
+member, with the closed forms) and ``collapse.png`` (f(t)/alpha for every member,
+with the closed forms and t_C marked).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from . import paths  # noqa: E402
 from .io import atomic_path, read_metadata, read_table  # noqa: E402
-from .theory import PHI_CROSSING  # noqa: E402
+from .theory import PHI_CROSSING, gm_potential, gm_projection_density, phi_of_ratio  # noqa: E402
 
 COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2"}
 
@@ -45,6 +52,17 @@ def phi_figure(exp: str, scores: list[str], path: Path) -> None:
         ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
                     fmt="o", ms=4, capsize=2, color=COLORS.get(score),
                     label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else score)
+    if "phi_super" in theory:  # hierarchical mixture: both levels, both speciation times
+        t_S2 = th_meta["t_S2_population"]
+        ax.plot(theory["t"] / t_S, theory["phi_super"], "k--", lw=1, label="theory, super-class")
+        ax.plot(theory["t"] / t_S, theory["phi_sub"], "k-.", lw=1, label="theory, class within it")
+        ax.axvline(t_S2 / t_S, color="grey", ls="-.", lw=1, label=f"$t_{{S2}}$ = {t_S2:.3g} (Λ₂)")
+        for score in scores:
+            tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
+            for level, marker in (("super", "s"), ("sub", "^")):
+                ax.errorbar(tab["t"] / t_S, tab[f"phi_{level}"], yerr=tab[f"phi_{level}_se"], fmt=marker, ms=4,
+                            capsize=2, mfc="none", color=COLORS.get(score),
+                            label=f"{score}, {level}: $t_S$ measured {meta[f't_S_{level}_measured']:.3g}")
     ax.axhline(PHI_CROSSING, color="grey", ls=":", lw=1)
     ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_xlim(0, 1.1 * x_max)
@@ -65,30 +83,47 @@ def _grid_bins(values: np.ndarray, most: int = 40) -> np.ndarray | int:
     return np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
 
 
+def _f_over_alpha(ax, ent, theory, alpha: float, color, line_color, label: str) -> None:
+    """Monte Carlo f(t)/alpha with standard errors, and the closed form where there is one."""
+    ax.errorbar(ent["t"], ent["f"] / alpha, yerr=ent["f_se"] / alpha, fmt="o", ms=3, capsize=2, color=color,
+                label=label)
+    if theory["f"].notna().any():
+        ok = theory["f"].notna()
+        ax.plot(theory["t"][ok], theory["f"][ok].astype(float) / alpha, color=line_color, lw=1.2,
+                label="closed form" if line_color != color else None)
+
+
+def _f_axes(ax, title: str, ylim: tuple[float, float]) -> None:
+    """Axes of an f(t)/alpha plot: log t, the zero line, labels, legend."""
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("t")
+    ax.set_ylabel("f(t) / α")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
 def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
     ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
     er = emeta
     alpha = er["alpha"]
     theory, tmeta = read_table(paths.THEORY.format(exp=exp))
     t_C_th = tmeta.get("t_C")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    # no memorising score model (exact scores only): the entropy panel alone
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4)) if scores else plt.subplots(1, 1, figsize=(6, 4))
+    axes = np.atleast_1d(axes)
     ax = axes[0]
-    ax.errorbar(ent["t"], ent["f"] / alpha, yerr=ent["f_se"] / alpha, fmt="o", ms=3, label="Monte Carlo f(t)/α")
-    if theory["f"].notna().any():
-        ok = theory["f"].notna()
-        ax.plot(theory["t"][ok], theory["f"][ok].astype(float) / alpha, "k-", lw=1.2, label="closed form")
-    ax.axhline(0, color="grey", lw=0.8)
+    _f_over_alpha(ax, ent, theory, alpha, "C0", "k", "Monte Carlo f(t)/α")
     ax.axhline(er["level"] / alpha, color="grey", ls=":", lw=1, label="level log(2)/(dα)")
     if er["t_C"] is not None:
         ax.axvline(er["t_C"], color="C3", ls="--", label=f"$t_C$ entropy = {er['t_C']:.3g}")
     if t_C_th is not None:
         ax.axvline(t_C_th, color="k", ls=":", label=f"$t_C$ theory = {t_C_th:.3g}")
-    ax.set_xscale("log")
-    ax.set_ylim(-0.3, 1.2)
-    ax.set_xlabel("t")
-    ax.set_ylabel("f(t) / α")
-    ax.set_title(f"{exp}: excess entropy, α = {alpha:.3g}")
-    ax.legend(fontsize=7)
+    _f_axes(ax, f"{exp}: excess entropy, α = {alpha:.3g}", (-0.3, 1.2))
+    if not scores:
+        _save(fig, path)
+        return
     for score in scores:
         tab, meta = read_table(paths.COLLAPSE_TIMES.format(exp=exp, score=score))
         axes[1].hist(tab["t_collapse"], bins=_grid_bins(tab["t_collapse"].to_numpy()), alpha=0.5,
@@ -149,4 +184,87 @@ def samples_figure(exp: str, scores: list[str], path: Path) -> None:
         axes[3 * r + 1, 0].set_ylabel("its denoised\nE[a | x(t)]", fontsize=8)
         axes[3 * r + 2, 0].set_ylabel("clone made at t\n(final)", fontsize=8)
     fig.suptitle(f"{exp}: one trajectory, and the end of its clone made at each time", fontsize=9)
+    _save(fig, path)
+
+
+def symmetry_figure(exp: str, path: Path) -> None:
+    """V(q, t) at the sampled times, beside the histograms of q with the exact density of q under P_t."""
+    tab, meta = read_table(paths.SYMMETRY.format(exp=exp))
+    d, mu, sigma, t_S = meta["d"], meta["mu_tilde"], meta["sigma"], meta["t_S"]
+    times = np.unique(tab["t"].to_numpy())[::-1]
+    wells = 2 * mu**2 * np.sqrt(d) * np.exp(-times.min())  # outermost minimum of V at the earliest time
+    span = 1.15 * max(float(np.abs(tab["q"]).max()), wells)
+    q = np.linspace(-span, span, 801)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    cmap = plt.get_cmap("viridis")
+    tops = []
+    for k, t in enumerate(times):
+        color = cmap(k / max(len(times) - 1, 1))
+        v = gm_potential(q, t, d, mu, sigma)
+        v = v - v.min()
+        tops.append(v[np.abs(q) < wells].max() if np.any(np.abs(q) < wells) else v.max())
+        axes[0].plot(q, v, color=color, label=f"t/t_S = {t / t_S:.2f}")
+        sample = tab["q"][tab["t"] == t].to_numpy()
+        axes[1].hist(sample, bins=60, density=True, histtype="step", color=color, lw=1.3,
+                     label=f"t/t_S = {t / t_S:.2f}")
+        axes[1].plot(q, gm_projection_density(q, t, d, mu, sigma), color=color, ls=":", lw=1.2)
+    axes[0].set_ylim(0, 1.2 * max(tops))
+    axes[0].set_xlabel(r"$q = x\cdot m/\sqrt{d}$")
+    axes[0].set_ylabel(r"$V(q, t) - \min_q V$")
+    axes[0].set_title(f"{exp}: potential V(q, t), $t_S$ = {t_S:.3g}", fontsize=10)
+    axes[1].set_xlabel("q")
+    axes[1].set_ylabel("density")
+    axes[1].set_title("q of sampled trajectories (dotted: exact density under $P_t$)", fontsize=10)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _member_label(meta: dict) -> str:
+    keys = [("d", "d"), ("n", "n"), ("beta", "β")]
+    return ", ".join(f"{name} = {meta[k]:g}" for k, name in keys if meta.get(k) is not None)
+
+
+def group_speciation_figure(group: str, members: dict, path: Path) -> None:
+    """phi against t/t_S for every member (its first score model), the closed form of each
+    member where there is one, the line phi = 0.7753 and t/t_S = 1."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("plasma")
+    for k, (exp, scores) in enumerate(members.items()):
+        color = cmap(k / max(len(members), 1))
+        spec = read_metadata(paths.SPECTRUM.format(exp=exp))
+        data = read_metadata(paths.DATA.format(exp=exp))
+        t_S = spec["t_S"]
+        theory, _ = read_table(paths.THEORY.format(exp=exp))
+        if theory["phi"].notna().any():
+            ax.plot(theory["t"] / t_S, theory["phi"], color=color, lw=1)
+        score = scores[0]
+        tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
+        label = f"{_member_label(data)} ({score})"
+        ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=tab["phi_se"], fmt="o", ms=3.5, capsize=2, color=color,
+                    label=label + f": $t_S$ = {t_S:.3g}")
+    ax.axhline(float(phi_of_ratio(1.0)), color="grey", ls=":", lw=1, label="φ = 0.7753")
+    ax.axvline(1.0, color="grey", ls="--", lw=1)
+    ax.set_xlabel(r"$t / t_S$")
+    ax.set_ylabel(r"$\phi(t)$: clones in the same class")
+    ax.set_title(f"{group}: speciation (lines: closed form)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def group_collapse_figure(group: str, members: list[str], path: Path) -> None:
+    """f(t)/alpha with Monte Carlo error bars for every member, the closed form where there
+    is one, and its t_C = 1/2 log(1 + s^2/(n^{2/d} - 1)) marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("plasma")
+    for k, exp in enumerate(members):
+        color = cmap(k / max(len(members), 1))
+        ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
+        theory, tmeta = read_table(paths.THEORY.format(exp=exp))
+        data = read_metadata(paths.DATA.format(exp=exp))
+        alpha = emeta["alpha"]
+        _f_over_alpha(ax, ent, theory, alpha, color, color, f"{_member_label(data)}: α = {alpha:.3g}")
+        if tmeta.get("t_C") is not None:
+            ax.axvline(tmeta["t_C"], color=color, ls="--", lw=1)
+    _f_axes(ax, f"{group}: collapse (lines: closed form; dashed: its $t_C$)", (-0.1, 1.1))
     _save(fig, path)

@@ -125,3 +125,25 @@ class Sampler:
             raise InputError(f"branch time {bad[0]:.4g} is outside the sampler's grid "
                              f"[{lo:.4g}, {hi:.4g}]: raise the sampler's T or lower the times")
         return np.abs(self.grid[None, :] - times[:, None]).argmin(1)
+
+
+def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.Tensor, times: np.ndarray,
+                       seed: int, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Projections ``q = x . direction`` of n backward trajectories at the grid times
+    nearest to ``times``: returns (grid times (K,), q (K, n) float64). Trajectories run
+    ``batch`` at a time; batch c draws from ``generator(seed, "trajectories", c)``."""
+    from .seeding import generator
+
+    idx = sampler.snap(times)
+    where = {int(i): k for k, i in enumerate(idx)}
+    q = np.empty((len(idx), n), dtype=np.float64)
+    for c, start in enumerate(range(0, n, batch)):
+        B = min(batch, n - start)
+        gen = generator(seed, "trajectories", c)
+
+        def observe(i: int, x: torch.Tensor, start=start, B=B) -> None:
+            if i in where:
+                q[where[i], start:start + B] = (x.double() @ direction.double()).numpy()
+
+        sampler.run(score, sampler.prior(B, len(direction), gen), gen, stop=int(idx.max()), callback=observe)
+    return sampler.grid[idx], q

@@ -5,6 +5,10 @@
 Samplers, cloning and collapse code see only this callable.
 
 - :class:`GaussianMixtureScore`: exact score of ``1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)``.
+- :class:`MixtureScore`: exact score of K equal-weight isotropic Gaussians (the
+  hierarchical mixture).
+- :class:`diffusion_regimes.curie_weiss.CurieWeissScore`: exact score of the
+  noised Curie–Weiss measure.
 - :class:`EmpiricalScore`: exact score of the empirical measure of n training
   points, ``P_t(x) = 1/n sum_mu N(x; a_mu e^{-t}, Delta_t I)``, computed with an
   online log-sum-exp blocked over the training points so that memory stays
@@ -44,7 +48,7 @@ class GaussianMixtureScore:
         return delta(t) + self.sigma**2 * math.exp(-2 * t)
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        m_t = self.m * math.exp(-t)
+        m_t = self.m.to(x.dtype) * math.exp(-t)
         gamma = self._gamma(t)
         proj = torch.tanh(x @ m_t / gamma)
         return (proj[:, None] * m_t[None, :] - x) / gamma
@@ -62,6 +66,40 @@ class GaussianMixtureScore:
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class 0/1 of final samples: the sign of the projection on m (1 for +m)."""
         return (x @ self.m > 0).to(torch.int64)
+
+
+class MixtureScore:
+    """Exact score of an equal-weight mixture of K Gaussians ``N(m_k, sigma^2 I)``, centres (K, d).
+
+    ``F = (e^{-t} sum_k r_k m_k - x) / Gamma_t`` with responsibilities
+    ``r = softmax_k((x . m_k e^{-t} - |m_k|^2 e^{-2t} / 2) / Gamma_t)``,
+    ``Gamma_t = Delta_t + sigma^2 e^{-2t}``.
+    """
+
+    def __init__(self, centres: torch.Tensor, sigma: float):
+        self.centres = centres.to(torch.float32)
+        self.sq = (self.centres**2).sum(1)
+        self.sigma = float(sigma)
+
+    def _logits(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, float]:
+        gamma = delta(t) + self.sigma**2 * math.exp(-2 * t)
+        c = self.centres.to(x.dtype)
+        return (math.exp(-t) * x @ c.T - 0.5 * math.exp(-2 * t) * self.sq.to(x.dtype)) / gamma, gamma
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        logits, gamma = self._logits(x, t)
+        return (math.exp(-t) * torch.softmax(logits, 1) @ self.centres.to(x.dtype) - x) / gamma
+
+    def log_density(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """``log P_t(x)``, shape (B,), differentiable."""
+        logits, gamma = self._logits(x, t)
+        d = x.shape[1]
+        return (torch.logsumexp(logits, 1) - math.log(len(self.centres)) - (x * x).sum(1) / (2 * gamma)
+                - 0.5 * d * math.log(2 * math.pi * gamma))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class (B,) int64 of final samples: the most likely centre."""
+        return (x @ self.centres.T - 0.5 * self.sq).argmax(1)
 
 
 class EmpiricalScore:

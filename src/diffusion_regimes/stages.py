@@ -22,8 +22,9 @@ import torch
 from . import paths
 from .cloning import agreement_table, clone_shared_trunk
 from .collapse import collapse_table, track_nearest
-from .config import MEMORISING_SCORES, NETWORK_SCORES
-from .data import gm_direction, image_shape, load_subset, make_subset
+from .config import ANALYTIC_SOURCES, MEMORISING_SCORES, NETWORK_SCORES
+from .curie_weiss import CurieWeissScore, cw_lambda
+from .data import gm_direction, hierarchical_centres, image_shape, load_subset, make_subset
 from .entropy import collapse_level, entropy_collapse_time, excess_entropy
 from .io import (
     InputError,
@@ -35,12 +36,21 @@ from .io import (
     write_table,
 )
 from .models import build_classifier, build_unet, count_parameters
-from .sampling import Sampler, tweedie
+from .sampling import Sampler, sample_projections, tweedie
 from .schedule import speciation_time
-from .scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
+from .scores import EmpiricalScore, GaussianMixtureScore, MixtureScore, NetworkScore
 from .seeding import derive_seed
 from .spectrum import bulk_variance, covariance_eigenvalues, covariance_trace, spectrum_table
-from .theory import PHI_CROSSING, crossing_time, gm_collapse_time, gm_excess_entropy, gm_lambda, gm_phi
+from .theory import (
+    PHI_CROSSING,
+    crossing_time,
+    gm_collapse_time,
+    gm_excess_entropy,
+    gm_lambda,
+    gm_phi,
+    hierarchical_lambdas,
+    hierarchical_phi,
+)
 from .training import classifier_labeller, train_classifier, train_unet
 
 log = logging.getLogger("diffusion_regimes")
@@ -118,10 +128,22 @@ def _load_weights(net: torch.nn.Module, ckpt: dict, path: str | None, stage: str
     return net
 
 
+def _exact_model(meta: dict):
+    """The exact score of a solvable data model (it also has ``classify``)."""
+    source = meta["source"]
+    if source == "gaussian_mixture":
+        return GaussianMixtureScore(gm_direction(meta), meta["sigma"])
+    if source == "hierarchical_mixture":
+        return MixtureScore(hierarchical_centres(meta["d"], meta["mu_tilde"], meta["mu_tilde2"]), meta["sigma"])
+    if source == "curie_weiss":
+        return CurieWeissScore(meta["d"], meta["beta"], meta["J"], meta["h"])
+    raise InputError(f"source {source!r} has no exact score: use the empirical or unet score")
+
+
 def _load_score(score: str, x: torch.Tensor, meta: dict, block: int | None, model_path: str | None,
                 sampler: dict | None = None, device: str | None = None):
     if score == "exact":
-        return GaussianMixtureScore(gm_direction(meta), meta["sigma"])
+        return _exact_model(meta)
     if score == "empirical":
         return EmpiricalScore(x, block)
     if score in NETWORK_SCORES:
@@ -134,10 +156,11 @@ def _load_score(score: str, x: torch.Tensor, meta: dict, block: int | None, mode
 
 
 def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float | None, device: str | None = None):
-    """(labeller, held-out accuracy): the sign of the projection on m for the Gaussian
-    mixture (accuracy None), else the trained classifier, refused below ``min_accuracy``."""
-    if meta["source"] == "gaussian_mixture":
-        return GaussianMixtureScore(gm_direction(meta), meta["sigma"]).classify, None
+    """(labeller, held-out accuracy): the closed-form class of a solvable model (the sign of
+    the projection on m, the nearest centre, the sign of the magnetisation; accuracy None),
+    else the trained classifier, refused below ``min_accuracy``."""
+    if meta["source"] in ANALYTIC_SOURCES:
+        return _exact_model(meta).classify, None
     ckpt = load_checkpoint(classifier_path, required=("state_dict", "config", "shape", "accuracy"))
     if ckpt["accuracy"] < (min_accuracy or 0.0):
         raise InputError(f"{classifier_path}: classifier held-out accuracy {ckpt['accuracy']:.3f} is "
@@ -148,8 +171,11 @@ def _labeller(meta: dict, classifier_path: str | None, min_accuracy: float | Non
     return classifier_labeller(net.eval(), shape, device=device or "auto"), float(ckpt["accuracy"])
 
 
-def _branch_times(relative: list[float], spec: dict) -> np.ndarray:
-    """Branch times in OU time from times in units of t_S; needs t_S > 0 (Lambda > 1)."""
+def _branch_times(relative: list[float], spec: dict, unit: str = "t_S") -> np.ndarray:
+    """Branch times in OU time from times in units of t_S (needs t_S > 0, Lambda > 1)
+    or already in OU time (``unit="ou"``)."""
+    if unit == "ou":
+        return np.asarray(relative, dtype=np.float64)
     if spec["t_S"] <= 0:
         raise InputError(f"Lambda = {spec['Lambda']:.3g} <= 1 gives t_S = 1/2 log Lambda <= 0, so branch "
                          "times in units of t_S are meaningless: raise the data's resolution "
@@ -184,12 +210,21 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, samp
     fn = _load_score(score, x, meta, block, input.get("model"), sampler, device)
     label, accuracy = _labeller(meta, input.get("classifier"), min_accuracy, device)
     samp = Sampler.from_config(sampler)
-    branch = _branch_times(cloning["branch_times"], spec)
+    branch = _branch_times(cloning["branch_times"], spec, cloning.get("time_unit", "t_S"))
     res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label,
                              derive_seed(seed, exp, "cloning", score), cloning["pair_batch"], progress=True)
     table, cross = agreement_table(res.times, res.agree, cloning["n_bootstrap"],
                                    derive_seed(seed, exp, "bootstrap", score))
-    results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"],
+    levels = {}
+    if meta["source"] == "hierarchical_mixture":  # agreement on the super-class and on the class within it
+        for name, agree in (("super", res.clone_labels // 2 == res.trunk_labels[None] // 2),
+                            ("sub", res.clone_labels % 2 == res.trunk_labels[None] % 2)):
+            part, c = agreement_table(res.times, agree, cloning["n_bootstrap"],
+                                      derive_seed(seed, exp, "bootstrap", score, name))
+            for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
+                table[col.replace("phi", f"phi_{name}")] = part[col].to_numpy()
+            levels.update({f"t_S_{name}_measured": c["crossing"], f"t_S_{name}_measured_se": c["crossing_se"]})
+    results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"], **levels,
                "t_S": spec["t_S"], "Lambda": spec["Lambda"], "level": PHI_CROSSING, "accuracy": accuracy,
                "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
                    samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
@@ -252,25 +287,57 @@ def entropy(input: dict, output: dict, exp: str, entropy: dict, block: int, seed
 
 
 def theory(input: dict, output: dict, theory: dict) -> None:
-    """Closed forms where they exist (the Gaussian mixture); null columns otherwise."""
+    """Closed forms where they exist (the two mixtures: phi and f; Curie–Weiss: the
+    population Lambda); null columns otherwise."""
     _, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"])
     t = np.linspace(theory["t_max"] / theory["n_t"], theory["t_max"], theory["n_t"])
-    results = {"t_S": spec["t_S"], "Lambda": spec["Lambda"], "t_C": None, "model": None}
+    results = {"t_S": spec["t_S"], "Lambda": spec["Lambda"], "t_C": None, "model": meta["source"]
+               if meta["source"] in ANALYTIC_SOURCES else None}
     phi = f = np.full_like(t, np.nan)
-    if meta["source"] == "gaussian_mixture":
+    extra = {}
+    source = meta["source"]
+    if source in ("gaussian_mixture", "hierarchical_mixture"):
         n, d, mu, sigma = meta["n"], meta["d"], meta["mu_tilde"], meta["sigma"]
-        phi = gm_phi(t, mu * math.sqrt(d), sigma)
         f = gm_excess_entropy(t, n, d, sigma)
-        lam = gm_lambda(d, mu, sigma)
-        results.update({"t_C": gm_collapse_time(n, d, sigma), "Lambda_population": lam,
-                        "t_C_at_level": crossing_time(t, f, collapse_level(d)),
-                        "t_S_population": speciation_time(lam), "model": "gaussian_mixture",
+        results.update({"t_C": gm_collapse_time(n, d, sigma), "t_C_at_level": crossing_time(t, f, collapse_level(d)),
                         "alpha": math.log(n) / d})
-    table = pa.table({"t": pa.array(t),
-                      "phi": pa.array(phi, mask=~np.isfinite(phi)),
-                      "f": pa.array(f, mask=~np.isfinite(f))})
+        if source == "gaussian_mixture":
+            phi = gm_phi(t, mu * math.sqrt(d), sigma)
+            lam = gm_lambda(d, mu, sigma)
+        else:
+            lam, lam2, _ = hierarchical_lambdas(d, mu, meta["mu_tilde2"], sigma)
+            extra["phi_super"], extra["phi_sub"], phi = hierarchical_phi(t, d, mu, meta["mu_tilde2"], sigma)
+            results.update({"Lambda2_population": lam2, "t_S2_population": speciation_time(lam2),
+                            "t_S_super_population": speciation_time(lam)})
+        results.update({"Lambda_population": lam, "t_S_population": speciation_time(lam)})
+    elif source == "curie_weiss":
+        lam = cw_lambda(meta["d"], meta["beta"], meta["J"], meta["h"])
+        results.update({"Lambda_population": lam, "t_S_population": speciation_time(lam),
+                        "beta": meta["beta"], "J": meta["J"], "h": meta["h"]})
+    columns = {"t": t, "phi": phi, "f": f, **extra}
+    table = pa.table({k: pa.array(v, mask=~np.isfinite(v)) if k != "t" else pa.array(v) for k, v in columns.items()})
     write_table(table, output["theory"], make_metadata("theory", theory, None, results))
+
+
+def symmetry(input: dict, output: dict, exp: str, symmetry: dict, sampler: dict, seed: int) -> None:
+    """Projections q = x . m / sqrt(d) of backward trajectories of the exact mixture score
+    at times around t_S (the histograms beside the potential V(q, t))."""
+    _, _, meta = load_subset(input["data"])
+    spec = read_metadata(input["spectrum"])
+    d = meta["d"]
+    samp = Sampler.from_config(sampler)
+    rel = np.asarray(symmetry["times"], dtype=np.float64)
+    times, q = sample_projections(_exact_model(meta), samp, symmetry["n_trajectories"],
+                                  gm_direction(meta) / math.sqrt(d), rel * spec["t_S"],
+                                  derive_seed(seed, exp, "symmetry"))
+    K, n = q.shape
+    table = pd.DataFrame({"t": np.repeat(times, n), "t_rel": np.repeat(times / spec["t_S"], n),
+                          "q": q.reshape(-1)})
+    results = {"t_S": spec["t_S"], "d": d, "mu_tilde": meta["mu_tilde"], "sigma": meta["sigma"],
+               "bimodality": [float(np.mean(np.abs(row)) / np.std(row)) for row in q]}
+    write_table(table, output["symmetry"], make_metadata("symmetry", {"symmetry": symmetry,
+                                                                      "sampler": samp.settings}, seed, results))
 
 
 # ----------------------------------------------------------------------------- summary / figures
@@ -334,6 +401,20 @@ def figures(input: dict, output: dict, exp: str, scores: list[str]) -> None:
 
     plots.phi_figure(exp, scores, Path(output["phi"]))
     plots.collapse_figure(exp, [s for s in scores if s in MEMORISING_SCORES], Path(output["collapse"]))
+
+
+def symmetry_figure(input: dict, output: dict, exp: str) -> None:
+    from . import plots
+
+    plots.symmetry_figure(exp, Path(output["figure"]))
+
+
+def group_figures(input: dict, output: dict, group: str, members: dict) -> None:
+    """Figures over the experiments of one group (a grid over d or beta)."""
+    from . import plots
+
+    plots.group_speciation_figure(group, members, Path(output["speciation"]))
+    plots.group_collapse_figure(group, list(members), Path(output["collapse"]))
 
 
 def samples(input: dict, output: dict, exp: str, scores: list[str]) -> None:

@@ -10,6 +10,12 @@ Two-Gaussian mixture ``a ~ 1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)``, ``|m|^2 = mu^2
   ``t_S`` as d -> infinity (r -> 1).
 - collapse: ``f(t) = alpha + 1/2 log(Delta_t / (Delta_t + s^2 e^{-2t}))``,
   ``alpha = log(n)/d``, zero at ``t_C = 1/2 log(1 + s^2/(n^{2/d} - 1))``.
+- symmetry breaking: the potential ``V(q, t)`` of the projection on m
+  (:func:`gm_potential`).
+
+Hierarchical mixture (four centres ``±mu u ± mu2 v``): two speciation times from
+the two top eigenvalues, and the factorised phi (:func:`hierarchical_phi`).
+The Curie–Weiss model's exact quantities are in :mod:`diffusion_regimes.curie_weiss`.
 """
 
 from __future__ import annotations
@@ -48,6 +54,50 @@ def gm_phi(t: np.ndarray | float, m_norm: float, sigma: float) -> np.ndarray:
 def gm_lambda(d: int, mu_tilde: float, sigma: float) -> float:
     """Top eigenvalue of the mixture's covariance: ``s^2 + mu^2 d``."""
     return sigma**2 + mu_tilde**2 * d
+
+
+def hierarchical_lambdas(d: int, mu_tilde: float, mu_tilde2: float, sigma: float) -> tuple[float, float, float]:
+    """Eigenvalues of the hierarchical mixture's covariance ``s^2 I + d mu^2 u u^T + d mu2^2 v v^T``
+    (u, v orthonormal): the super-class one, the class one, and the bulk ``s^2`` (d - 2 times)."""
+    return sigma**2 + mu_tilde**2 * d, sigma**2 + mu_tilde2**2 * d, sigma**2
+
+
+def hierarchical_phi(t: np.ndarray | float, d: int, mu_tilde: float, mu_tilde2: float,
+                     sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clone agreement of the hierarchical mixture at the super-class level, at the level of
+    the class within it, and on the full class. The centres ``±mu u ± mu2 v`` have
+    orthogonal directions, so P_t factorises along u and v and the backward dynamics of the
+    two projections are independent two-Gaussian problems: ``phi_super = gm_phi(mu sqrt(d))``,
+    ``phi_sub = gm_phi(mu2 sqrt(d))``, ``phi = phi_super * phi_sub``."""
+    sup = gm_phi(t, mu_tilde * math.sqrt(d), sigma)
+    sub = gm_phi(t, mu_tilde2 * math.sqrt(d), sigma)
+    return sup, sub, sup * sub
+
+
+def gm_potential(q: np.ndarray, t: float, d: int, mu_tilde: float, sigma: float = 1.0) -> np.ndarray:
+    """Effective potential of the projection ``q = x . m / sqrt(d)`` of the two-Gaussian
+    mixture at OU time t: the backward drift of q is ``-dV/dq`` with
+
+        V(q, t) = (2/Gamma_t - 1) q^2 / 2 - 2 mu^2 log cosh(q sqrt(d) e^{-t} / Gamma_t),
+
+    ``Gamma_t = Delta_t + s^2 e^{-2t}`` (= 1 for s = 1, where it is
+    ``q^2/2 - 2 mu^2 log cosh(q e^{-t} sqrt(d))``), and noise of variance ``2 mu^2``
+    per unit time. One well above t_S, two below: the symmetry breaking."""
+    q = np.asarray(q, dtype=np.float64)
+    gamma = float(delta(t)) + sigma**2 * math.exp(-2 * t)
+    z = q * math.sqrt(d) * math.exp(-t) / gamma
+    logcosh = np.abs(z) + np.log1p(np.exp(-2 * np.abs(z))) - math.log(2)
+    return (2 / gamma - 1) * q**2 / 2 - 2 * mu_tilde**2 * logcosh
+
+
+def gm_projection_density(q: np.ndarray, t: float, d: int, mu_tilde: float, sigma: float = 1.0) -> np.ndarray:
+    """Exact density of ``q = x . m / sqrt(d)`` under P_t: ``1/2 N(+c, mu^2 Gamma_t) + 1/2 N(-c, mu^2 Gamma_t)``
+    with ``c = mu^2 sqrt(d) e^{-t}`` (what the histograms of sampled q should follow)."""
+    q = np.asarray(q, dtype=np.float64)
+    var = mu_tilde**2 * (float(delta(t)) + sigma**2 * math.exp(-2 * t))
+    c = mu_tilde**2 * math.sqrt(d) * math.exp(-t)
+    norm = 1.0 / math.sqrt(2 * math.pi * var)
+    return 0.5 * norm * (np.exp(-(q - c) ** 2 / (2 * var)) + np.exp(-(q + c) ** 2 / (2 * var)))
 
 
 def gm_excess_entropy(t: np.ndarray | float, n: int, d: int, sigma: float) -> np.ndarray:

@@ -83,3 +83,27 @@ rule summary:
         CONDA_ENV
     script:
         "../scripts/stage.py"
+
+
+rule symmetry:
+    input:
+        data=paths.DATA,
+        spectrum=paths.SPECTRUM,
+    output:
+        symmetry=paths.SYMMETRY,
+    params:
+        exp="{exp}",
+        symmetry=symmetry_params,
+        sampler=analytic_sampler_params,
+        seed=config["seed"],
+    log:
+        log_path("symmetry"),
+    benchmark:
+        bench_path("symmetry")
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"

@@ -1,6 +1,6 @@
 # Helpers of the rules: paths, per-rule params and inputs. No logic beyond wiring.
 from diffusion_regimes import paths
-from diffusion_regimes.config import MEMORISING_SCORES, NETWORK_SCORES, needs_classifier
+from diffusion_regimes.config import ANALYTIC_SOURCES, MEMORISING_SCORES, NETWORK_SCORES, needs_classifier
 from diffusion_regimes.sampling import Sampler
 
 EXPERIMENTS = config["experiments"]
@@ -11,6 +11,7 @@ CONDA_ENV = "../envs/runtime.yaml"
 
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
+    group="|".join(sorted({c["group"] for c in EXPERIMENTS.values() if c["group"]})) or "no-group",
     score="exact|empirical|unet",
 
 
@@ -27,7 +28,7 @@ def bench_path(stage, per_score=False):
 
 
 def is_image(exp):
-    return EXPERIMENTS[exp]["dataset"]["source"] != "gaussian_mixture"
+    return EXPERIMENTS[exp]["dataset"]["source"] not in ANALYTIC_SOURCES
 
 
 # ---- params: every hyperparameter reaches a rule through params
@@ -75,6 +76,26 @@ def block_param(wildcards):
 def score_block_param(wildcards):
     """Block size of the empirical score, for the jobs whose score model is empirical."""
     return exp_cfg(wildcards)["block"] if wildcards.score == "empirical" else None
+
+
+def symmetry_params(wildcards):
+    return exp_cfg(wildcards)["symmetry"]
+
+
+def analytic_sampler_params(wildcards):
+    return Sampler.relevant_config(exp_cfg(wildcards)["sampler"])
+
+
+def group_members_param(wildcards):
+    return groups()[wildcards.group]
+
+
+def group_inputs(wildcards):
+    files = []
+    for exp, scores in groups()[wildcards.group].items():
+        files += [paths.DATA.format(exp=exp), paths.SPECTRUM.format(exp=exp), paths.THEORY.format(exp=exp),
+                  paths.ENTROPY.format(exp=exp), paths.CLONING.format(exp=exp, score=scores[0])]
+    return files
 
 
 def entropy_params(wildcards):
@@ -157,10 +178,27 @@ def scores_param(wildcards):
     return list(EXPERIMENTS[wildcards.exp]["scores"])
 
 
+def symmetry_enabled(exp):
+    return EXPERIMENTS[exp]["symmetry"]["enabled"]
+
+
+def groups():
+    """Group name -> {member experiment: its score models}, for experiments with a group."""
+    out = {}
+    for exp, cfg in EXPERIMENTS.items():
+        if cfg["group"]:
+            out.setdefault(cfg["group"], {})[exp] = list(cfg["scores"])
+    return out
+
+
 def all_outputs():
     outs = [paths.SUMMARY, paths.TABLE1, paths.TABLE1_MD]
     for exp in EXPERIMENTS:
         outs += [paths.FIG_PHI.format(exp=exp), paths.FIG_COLLAPSE.format(exp=exp)]
         if is_image(exp):
             outs.append(paths.FIG_SAMPLES.format(exp=exp))
+        if symmetry_enabled(exp):
+            outs.append(paths.FIG_SYMMETRY.format(exp=exp))
+    for group in groups():
+        outs += [paths.FIG_GROUP_SPECIATION.format(group=group), paths.FIG_GROUP_COLLAPSE.format(group=group)]
     return outs

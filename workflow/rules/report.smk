@@ -1,6 +1,8 @@
 localrules:
     figures,
     samples,
+    symmetry_figure,
+    group_figures,
 
 
 rule figures:
@@ -49,6 +51,53 @@ rule samples:
         log_path("samples"),
     benchmark:
         bench_path("samples")
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule symmetry_figure:
+    input:
+        paths.SYMMETRY,
+    output:
+        figure=report(
+            paths.FIG_SYMMETRY,
+            caption="../report/symmetry.rst",
+            category="{exp}",
+            subcategory="symmetry breaking",
+        ),
+    params:
+        exp="{exp}",
+    log:
+        log_path("symmetry_figure"),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule group_figures:
+    input:
+        group_inputs,
+    output:
+        speciation=report(
+            paths.FIG_GROUP_SPECIATION,
+            caption="../report/group_speciation.rst",
+            category="{group}",
+            subcategory="speciation",
+        ),
+        collapse=report(
+            paths.FIG_GROUP_COLLAPSE,
+            caption="../report/group_collapse.rst",
+            category="{group}",
+            subcategory="collapse",
+        ),
+    params:
+        group="{group}",
+        members=group_members_param,
+    log:
+        f"{paths.LOGS}/groups/{{group}}/figures.log",
     conda:
         CONDA_ENV
     script:
