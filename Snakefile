@@ -26,6 +26,9 @@ except ConfigError as err:
     sys.exit(f"diffusion-regimes: {err}")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

@@ -61,7 +61,7 @@ def test_empirical_score_trajectories_end_on_training_points(gen):
     a = torch.randn(30, 20, generator=gen)
     train = EmpiricalScore(a)
     samp = Sampler(time_grid("log_snr", 150, 4.0, 1e-3))
-    times, nearest, d_star = track_nearest(train, samp, train, 40, seed=0, every=5, batch=16)
+    times, nearest, d_star, _ = track_nearest(train, samp, train, 40, seed=0, every=5, batch=16)
     assert nearest.shape == (len(times), 40) and times[0] == 4.0
     # memorised: the denoised final sample is a training point (they are ~ sqrt(2 d) ~ 6 apart)
     assert (d_star < 1e-3).all()

@@ -117,9 +117,9 @@ def test_bad_data_file_and_model_give_one_line_errors(tmp_path):
     save_checkpoint({"state_dict": {"w": torch.ones(1)}, "model": {"channels": 8, "channel_mult": [1, 2],
                      "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0}, "shape": [1, 8, 8]}, model)
     with pytest.raises(InputError, match="weights do not fit") as err:
-        stages.collapse({"data": str(data), "spectrum": str(tmp_path / "s.parquet"), "model": str(model)},
-                        {"times": str(tmp_path / "t.parquet"), "phi_c": str(tmp_path / "p.parquet")}, "e", "unet",
-                        {"n_trajectories": 2, "track_every": 1, "n_pairs": 2, "pair_batch": 2,
-                         "branch_times": [0.5, 1.0], "n_bootstrap": 2},
-                        {"method": "ddpm", "grid": "ddpm", "steps": 5}, 64, 0)
+        stages.collapse_shard({"data": str(data), "spectrum": str(tmp_path / "s.parquet"), "model": str(model)},
+                              {"times": str(tmp_path / "t.parquet"), "pairs": str(tmp_path / "p.parquet")}, "e",
+                              "unet", {"n_trajectories": 2, "track_every": 1, "n_pairs": 2, "pair_batch": 2,
+                                       "branch_times": [0.5, 1.0], "shards": 1},
+                              {"method": "ddpm", "grid": "ddpm", "steps": 5}, 64, 0)
     assert "\n" not in str(err.value)

@@ -162,3 +162,14 @@ def test_sampled_projections_follow_the_exact_marginal():
         grid = np.linspace(-3 * c - 5, 3 * c + 5, 2001)
         dens = theory.gm_projection_density(grid, t, d, mu)
         assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_projections_at_times_on_one_grid_point_are_all_filled():
+    from diffusion_regimes.sampling import sample_projections
+
+    d = 8
+    m = torch.ones(d)
+    sampler = Sampler(time_grid("uniform", 10, 5.0, 1e-3))
+    times, q = sample_projections(GaussianMixtureScore(m, 1.0), sampler, 50, m / math.sqrt(d),
+                                  np.array([2.0, 2.05, 3.0]), 0)
+    assert times[0] == times[1] and np.isfinite(q).all() and np.array_equal(q[0], q[1])

@@ -48,13 +48,14 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, gen, monkeypatch,
 
 def test_ema_weights_are_the_average(tmp_path, gen):
     x = torch.randn(20, 64, generator=gen)
-    raw, _ = train(x, tmp_path / "a.pt")
-    avg, _ = train(x, tmp_path / "b.pt", ema=0.5)
+    raw, _ = train(x, tmp_path / "a.pt", steps=2)  # raw weights w1, w2 after steps 1 and 2
+    one, _ = train(x, tmp_path / "c.pt", steps=1)
+    avg, _ = train(x, tmp_path / "b.pt", steps=2, ema=0.9)
     torch.manual_seed(training.derive_seed(7, "init"))
     init = training.build_unet(MODEL, 1)
-    # same trajectory of raw weights, so the EMA lies strictly between init and final weights for some entries
-    w_raw, w_avg, w0 = (next(iter(m.parameters())).detach() for m in (raw, avg, init))
-    assert not torch.equal(w_raw, w_avg) and not torch.equal(w_avg, w0)
+    for w0, w1, w2, e in zip(init.parameters(), one.parameters(), raw.parameters(), avg.parameters()):
+        expected = 0.9 * (0.9 * w0 + 0.1 * w1) + 0.1 * w2  # e_k = decay e_{k-1} + (1 - decay) w_k, e_0 = w0
+        assert torch.allclose(e, expected, atol=1e-6)
 
 
 def test_one_step_decreases_the_loss_on_a_fixed_batch(gen):

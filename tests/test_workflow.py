@@ -1,13 +1,17 @@
 """The whole DAG on a tiny config through Snakemake's Python API, re-run behaviour,
 determinism, and a bad config through the command line."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
@@ -79,7 +83,7 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
     summary, _ = read_table(r / "summary.parquet")
     assert len(summary) == 6 and set(summary["score"]) == {"exact", "empirical", "unet"}
     for fig in ["gmm/phi.png", "gmm/collapse.png", "gmm/symmetry.png", "digits/phi.png", "digits/collapse.png",
-                "digits/samples.png", "cw/speciation.png", "cw/collapse.png", "cw_d12/phi.png"]:
+                "digits/samples.png", "groups/cw/speciation.png", "groups/cw/collapse.png", "cw_d12/phi.png"]:
         assert (r / "figures" / fig).stat().st_size > 10_000
     sym, meta = read_table(r / "gmm/symmetry.parquet")
     assert list(sym.columns) == ["t", "t_rel", "q"] and len(sym) == 3 * 64 and meta["d"] == 32
@@ -90,13 +94,49 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
 
 def test_rerun_does_only_what_a_change_feeds(tiny_run):
     work, _ = tiny_run
+    # (c) an unchanged re-run does nothing
     assert snakemake(work, dry=True) == set()
+    # (a) a cloning parameter: the cloning shards and their gather, then summary, table and figures
     changed = snakemake(work, dry=True, config={"experiments": {"gmm": {"cloning": {"n_pairs": 80}}}})
     assert changed == {
+        "results/gmm/exact/shards/cloning_0.parquet", "results/gmm/exact/shards/snapshots_0.parquet",
+        "results/gmm/empirical/shards/cloning_0.parquet", "results/gmm/empirical/shards/snapshots_0.parquet",
         "results/gmm/exact/cloning.parquet", "results/gmm/exact/snapshots.parquet",
         "results/gmm/empirical/cloning.parquet", "results/gmm/empirical/snapshots.parquet",
-        "results/summary.parquet", "results/table1.parquet", "results/table1.md",
+        "results/summary.parquet", "results/summary.tsv", "results/table1.parquet", "results/table1.md",
         "results/figures/gmm/phi.png", "results/figures/gmm/collapse.png"}
+    # the bootstrap is the gather's alone: no re-sampling
+    changed = snakemake(work, dry=True, config={"experiments": {"gmm": {"cloning": {"n_bootstrap": 60}}}})
+    assert not any("/shards/" in f for f in changed) and "results/gmm/exact/cloning.parquet" in changed
+    # (b) a training parameter: training and everything downstream of the network, not subset, spectrum,
+    # entropy, the classifier or the empirical score's jobs
+    changed = snakemake(work, dry=True, config={"experiments": {"digits": {"train": {"lr": 0.002}}}})
+    assert {"results/digits/models/unet.pt", "results/digits/unet/cloning.parquet",
+            "results/digits/unet/collapse_times.parquet", "results/summary.parquet"} <= changed
+    untouched = ("data.parquet", "spectrum.parquet", "entropy.parquet", "classifier.pt", "/empirical/")
+    assert not [f for f in changed if any(u in f for u in untouched)], changed
+    assert all(f.startswith(("results/digits/", "results/figures/digits/")) or f.startswith(
+        ("results/summary", "results/table1")) for f in changed), changed
+
+
+def test_shards_merge_to_the_single_job_result(tiny_run, tmp_path):
+    work, _ = tiny_run
+    targets = ["results/gmm/empirical/cloning.parquet", "results/gmm/empirical/collapse_times.parquet",
+               "results/gmm/empirical/phi_c.parquet", "results/gmm/entropy.parquet"]
+    sharded = {"experiments": {"gmm": {"cloning": {"shards": 3, "pair_batch": 16},
+                                       "collapse": {"shards": 2, "pair_batch": 8},
+                                       "entropy": {"shards": 4}}}}
+    single = {"experiments": {"gmm": {"cloning": {"pair_batch": 16}, "collapse": {"pair_batch": 8}}}}
+    made = snakemake(tmp_path / "sharded", targets=targets, config=sharded)
+    assert sum("shards/cloning_" in f for f in made) == 3 and sum("shards/entropy_" in f for f in made) == 4
+    snakemake(tmp_path / "single", targets=targets, config=single)
+    for t in targets:
+        a, ma = read_table(tmp_path / "sharded" / t)
+        b, mb = read_table(tmp_path / "single" / t)
+        assert a.equals(b), t
+        assert {k: v for k, v in ma.items() if k not in ("config", "shards")} == {
+            k: v for k, v in mb.items() if k not in ("config", "shards")}, t
+        assert ma.get("shards") in (2, 3, 4) and mb.get("shards") == 1
 
 
 def test_same_seed_gives_identical_tables(tiny_run, tmp_path):
@@ -120,6 +160,48 @@ def test_bad_config_stops_with_one_line(tmp_path):
                           capture_output=True, text=True)
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "diffusion-regimes:" in ln]
     assert proc.returncode != 0
-    assert lines == ["diffusion-regimes: config error at experiments.gmm.cloning: unknown key 'n_pair' "
-                     "(allowed: branch_times, n_bootstrap, n_pairs, pair_batch, time_unit); see config/README.md"]
+    assert lines == ["diffusion-regimes: config error at experiments.gmm.cloning: unknown key 'n_pair' (allowed: "
+                     "branch_times, n_bootstrap, n_pairs, pair_batch, shards, time_unit); see config/README.md"]
     assert not (tmp_path / "results").exists()
+
+
+def test_report_collects_every_figure_and_the_summary(tiny_run):
+    work, _ = tiny_run
+    exe = str(Path(sys.executable).parent / "snakemake")
+    proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(TINY),
+                           "--report", str(work / "report.html")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = (work / "report.html").read_text(errors="replace")
+    figures = sorted(p.relative_to(work).as_posix() for p in (work / "results/figures").rglob("*.png"))
+    assert len(figures) == 12  # gmm 3 (with symmetry), digits 3, cw_d8 2, cw_d12 2, group cw 2
+    for name in figures + ["results/summary.tsv", "results/table1.md"]:
+        assert name in html, name
+    for category in ["gmm", "digits", "cw_d8", "cw", "Summary", "speciation", "collapse", "symmetry breaking"]:
+        assert category in html, category
+
+
+def test_sigterm_mid_training_leaves_no_output_and_resumes(tmp_path):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["experiments"] = {"digits": cfg["experiments"]["digits"]}
+    cfg["experiments"]["digits"]["train"].update({"steps": 3000, "checkpoint_every": 25})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    exe = str(Path(sys.executable).parent / "snakemake")
+    cmd = [exe, "results/digits/models/unet.pt", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", "1",
+           "--configfile", str(tmp_path / "config.yaml")]
+    state = work / "results/digits/models/.state/unet.pt"
+    model = work / "results/digits/models/unet.pt"
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert state.exists(), "training never wrote its first checkpoint"
+    os.killpg(proc.pid, signal.SIGTERM)  # what SLURM sends to the job at its time limit
+    proc.wait(timeout=120)
+    assert proc.returncode != 0 and not model.exists()
+    assert not list(state.parent.glob(".*.tmp"))
+    killed_at = torch.load(state, weights_only=True)["step"]
+    assert 25 <= killed_at < 3000
+    subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+    meta = read_metadata(work / "results/digits/models/unet_log.parquet")
+    assert meta["resumed_from"] == killed_at and meta["steps"] == 3000

@@ -49,13 +49,16 @@ class CloneResult:
 
 def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray, n_pairs: int,
                        d: int, label: Labeller, seed: int, pair_batch: int = 1024,
-                       progress: bool = False) -> CloneResult:
+                       progress: bool = False, blocks: list[int] | None = None) -> CloneResult:
     """Shared-trunk cloning: one trunk per pair, one extra clone per branch time.
 
     All live rows (trunk + clones started so far) go through the score in one
     call per grid step. Pairs are processed ``pair_batch`` at a time so memory
-    is ``O(pair_batch * (K + 1) * d)``. Block c of pairs draws from
-    ``generator(seed, "pairs", c)``. ``progress`` shows a bar over grid steps.
+    is ``O(pair_batch * (K + 1) * d)``. Block c of pairs (pairs ``c * pair_batch``
+    onwards) draws from ``generator(seed, "pairs", c)``; ``blocks`` restricts the
+    run to some blocks (a shard, :func:`diffusion_regimes.seeding.shard_blocks`),
+    and the results are those pairs' in block order. Snapshots come from block 0.
+    ``progress`` shows a bar over grid steps.
     """
     idx = sampler.snap(branch_times)
     order = np.argsort(idx, kind="stable")  # clones start in grid order (largest t first)
@@ -63,9 +66,11 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     starts = np.bincount(idx, minlength=sampler.steps + 1)
     nfe0 = sampler.nfe
     trunk_chunks, clone_chunks, snapshots = [], [], {}
-    for p0 in range(0, n_pairs, pair_batch):
+    blocks = range(-(-n_pairs // pair_batch)) if blocks is None else blocks
+    for c in blocks:
+        p0 = c * pair_batch
         P = min(pair_batch, n_pairs - p0)
-        gen = generator(seed, "pairs", p0 // pair_batch)
+        gen = generator(seed, "pairs", c)
         x = sampler.prior(P, d, gen)
         trunk_at = []
         for i in tqdm(range(sampler.steps + 1), desc=f"cloning pairs {p0}-{p0 + P}", disable=not progress,
@@ -88,7 +93,9 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     times = sampler.grid[idx]
     sort = np.argsort(times)
     snapshots = {k: (v[sort] if v.ndim == 2 else v) for k, v in snapshots.items()}
-    trunk_labels, clone_labels = np.concatenate(trunk_chunks), np.concatenate(clone_chunks, 1)[sort]
+    K = len(idx)
+    trunk_labels = np.concatenate(trunk_chunks) if trunk_chunks else np.empty(0, np.int64)
+    clone_labels = (np.concatenate(clone_chunks, 1) if clone_chunks else np.empty((K, 0), np.int64))[sort]
     return CloneResult(times[sort], clone_labels == trunk_labels[None], sampler.nfe - nfe0, snapshots,
                        trunk_labels, clone_labels)
 

@@ -20,23 +20,31 @@ from .seeding import generator
 
 
 def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int, seed: int,
-                  every: int = 1, batch: int = 1024,
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  every: int = 1, batch: int = 1024, progress: bool = False,
+                  blocks: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Generate ``n_traj`` trajectories and record the nearest training index.
 
     Returns ``times`` (S,) decreasing OU times where the index was recorded (every
-    ``every`` grid steps, always including both ends), ``nearest`` (S, n_traj)
-    int64 and ``d_star`` (n_traj,) float: the Euclidean distance between the
-    denoised final sample (:meth:`Sampler.denoise`) and its final nearest training
-    point. Block b of ``batch`` trajectories draws from ``generator(seed, "trajectories", b)``.
+    ``every`` grid steps, always including both ends), ``nearest`` (S, m) int64,
+    ``d_star`` (m,) float: the Euclidean distance between the denoised final sample
+    (:meth:`Sampler.denoise`) and its final nearest training point, and the
+    trajectories' indices (m,). Block b of ``batch`` trajectories draws from
+    ``generator(seed, "trajectories", b)``; ``blocks`` restricts the run to some
+    blocks (a shard), else m = n_traj.
     """
     record = set(range(0, sampler.steps + 1, max(1, every))) | {sampler.steps}
     times = sampler.grid[sorted(record)]
-    nearest = np.empty((len(times), n_traj), dtype=np.int64)
-    d_star = np.empty(n_traj, dtype=np.float64)
-    for b0 in range(0, n_traj, batch):
-        B = min(batch, n_traj - b0)
-        gen = generator(seed, "trajectories", b0 // batch)
+    blocks = range(-(-n_traj // batch)) if blocks is None else blocks
+    ids = np.concatenate([np.arange(c * batch, min((c + 1) * batch, n_traj)) for c in blocks] or
+                         [np.empty(0, np.int64)]).astype(np.int64)
+    nearest = np.empty((len(times), len(ids)), dtype=np.int64)
+    d_star = np.empty(len(ids), dtype=np.float64)
+    done = 0
+    for c in blocks:
+        B = min(batch, n_traj - c * batch)
+        b0 = done
+        done += B
+        gen = generator(seed, "trajectories", c)
         rows: list[np.ndarray] = []
 
         def observe(i: int, x: torch.Tensor, rows=rows) -> None:
@@ -45,11 +53,11 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
                 rows.append(idx.numpy())
 
         x = sampler.run(score, sampler.prior(B, train.d, gen), gen, callback=observe,
-                        desc=f"trajectories {b0}-{b0 + B}" if progress else None)
+                        desc=f"trajectories {c * batch}-{c * batch + B}" if progress else None)
         nearest[:, b0:b0 + B] = np.stack(rows)
         x0 = sampler.denoise(score, x)
         d_star[b0:b0 + B] = (x0 - train.a[torch.as_tensor(rows[-1])]).norm(dim=1).numpy()
-    return times, nearest, d_star
+    return times, nearest, d_star, ids
 
 
 def collapse_times(times: np.ndarray, nearest: np.ndarray) -> np.ndarray:
@@ -62,10 +70,11 @@ def collapse_times(times: np.ndarray, nearest: np.ndarray) -> np.ndarray:
     return times[last]
 
 
-def collapse_table(times: np.ndarray, nearest: np.ndarray, d_star: np.ndarray) -> pd.DataFrame:
+def collapse_table(times: np.ndarray, nearest: np.ndarray, d_star: np.ndarray,
+                   ids: np.ndarray | None = None) -> pd.DataFrame:
     """The ``collapse_times.parquet`` table: trajectory, t_collapse, nearest_index, d_star."""
     return pd.DataFrame({
-        "trajectory": np.arange(nearest.shape[1], dtype=np.int64),
+        "trajectory": np.arange(nearest.shape[1], dtype=np.int64) if ids is None else ids.astype(np.int64),
         "t_collapse": collapse_times(times, nearest).astype(np.float64),
         "nearest_index": nearest[-1].astype(np.int64),
         "d_star": d_star.astype(np.float64)})

@@ -171,6 +171,8 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
                             f"{', '.join(ANALYTIC_SOURCES)})")
             if score in NETWORK_SCORES and source in ANALYTIC_SOURCES:
                 raise _fail(f"{where}.scores", f"{score!r} needs image data, not source {source}")
+        if source == "hierarchical_mixture" and exp["dataset"]["d"] % 2:
+            raise _fail(f"{where}.dataset.d", "the hierarchical mixture needs an even d (orthogonal u and v)")
         if exp["symmetry"]["enabled"] and source != "gaussian_mixture":
             raise _fail(f"{where}.symmetry.enabled", "the potential is that of the two-Gaussian mixture")
         for key in ("cloning", "collapse"):

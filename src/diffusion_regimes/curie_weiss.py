@@ -24,8 +24,10 @@ it ±m* with ``m* = tanh(beta J m*)``. The two "classes" are the signs of M.
   trapezoid sum on a uniform grid of spacing 0.75 of that width over
   ``[-beta J - 8 s, beta J + 8 s]`` (exponentially accurate for such smooth,
   fast-decaying integrands; checked against enumeration for d <= 12).
-- **Spectrum**: the correlation matrix is ``(1 - q) I + q 1 1^T`` with
-  ``q = Cov(a_i, a_j)``, so ``Lambda = Var(M) / d`` (the uniform direction).
+- **Spectrum**: the covariance matrix is ``(1 - <a>^2 - q) I + q 1 1^T`` with
+  ``q = Cov(a_i, a_j)`` (i != j; ``<a> = 0`` at h = 0), so its top eigenvalue, along
+  the uniform direction, is ``Lambda = Var(M) / d``.
+- The score is defined for t > 0 (Delta_t = 0 at t = 0); samplers end at t_end > 0.
 """
 
 from __future__ import annotations

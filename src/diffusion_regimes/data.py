@@ -43,7 +43,6 @@ def gaussian_mixture(d: int, n: int, mu_tilde: float, sigma: float,
     return x, labels.numpy()
 
 
-#: default side of the square images and the way to reach it, per image source
 def hierarchical_centres(d: int, mu_tilde: float, mu_tilde2: float) -> torch.Tensor:
     """The four centres (4, d) float32 of the hierarchical mixture, class k = 2 s + c:
     ``(2s - 1) mu_tilde u + (2c - 1) mu_tilde2 v`` with u = (1, ..., 1) and v = (1, -1, 1, ...)
@@ -67,6 +66,7 @@ def hierarchical_mixture(d: int, n: int, mu_tilde: float, mu_tilde2: float, sigm
     return x, labels.numpy()
 
 
+#: default side of the square images and the way to reach it, per image source
 SOURCE_RECIPES = {"sklearn_digits": (16, "bilinear"), "lfw_subset": (25, "bilinear"), "mnist": (32, "pad"),
                   "fashion_mnist": (32, "pad"), "cifar10": (32, "bilinear"), "celeba": (64, "resize_crop"),
                   "imagenet_downsampled": (None, "bilinear"), "lsun": (64, "resize_crop")}

@@ -37,20 +37,22 @@ def collapse_level(d: int) -> float:
 
 
 def excess_entropy(train: EmpiricalScore, t_values: np.ndarray, n_samples: int, seed: int,
-                   batch: int = 2048, progress: bool = True) -> pd.DataFrame:
+                   batch: int = 2048, progress: bool = True, keys: list[int] | None = None) -> pd.DataFrame:
     """Monte Carlo f(t) with standard errors, table ``t, f, f_se``.
 
     Cost per time point: ``n_samples * n * d`` multiply-adds, blocked over the
     training points by :class:`EmpiricalScore`, with float64 states: below t_C the estimator
     is a small difference of large terms, which float32 would round by about 1e-7,
     far more than its standard error there. Time point k draws from
-    ``generator(seed, "t", k)``.
+    ``generator(seed, "t", keys[k])`` (``keys`` default 0, 1, ...: a shard passes
+    the global indices of its time points).
     """
+    keys = list(range(len(t_values))) if keys is None else keys
     rows = []
     for k, t in enumerate(tqdm(np.asarray(t_values, dtype=np.float64), desc="entropy f(t)",
                                disable=not progress)):
         dt = delta(float(t))
-        gen = generator(seed, "t", k)
+        gen = generator(seed, "t", keys[k])
         vals, controls = [], []
         for b0 in range(0, n_samples, batch):
             B = min(batch, n_samples - b0)

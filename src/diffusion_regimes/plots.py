@@ -9,7 +9,7 @@
   times around t_S beside the histograms of q over sampled trajectories.
 
 Figures of a group of experiments (a grid over d or beta), in
-``results/figures/{group}/``: ``speciation.png`` (phi against t/t_S for every
+``results/figures/groups/{group}/``: ``speciation.png`` (phi against t/t_S for every
 member, with the closed forms) and ``collapse.png`` (f(t)/alpha for every member,
 with the closed forms and t_C marked).
 """
@@ -60,9 +60,11 @@ def phi_figure(exp: str, scores: list[str], path: Path) -> None:
         for score in scores:
             tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
             for level, marker in (("super", "s"), ("sub", "^")):
+                crossing = meta.get(f"t_S_{level}_measured")
                 ax.errorbar(tab["t"] / t_S, tab[f"phi_{level}"], yerr=tab[f"phi_{level}_se"], fmt=marker, ms=4,
                             capsize=2, mfc="none", color=COLORS.get(score),
-                            label=f"{score}, {level}: $t_S$ measured {meta[f't_S_{level}_measured']:.3g}")
+                            label=f"{score}, {level}: $t_S$ measured "
+                                  + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
     ax.axhline(PHI_CROSSING, color="grey", ls=":", lw=1)
     ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_xlim(0, 1.1 * x_max)

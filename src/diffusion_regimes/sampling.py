@@ -135,15 +135,17 @@ def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.
     from .seeding import generator
 
     idx = sampler.snap(times)
-    where = {int(i): k for k, i in enumerate(idx)}
-    q = np.empty((len(idx), n), dtype=np.float64)
+    where: dict[int, list[int]] = {}
+    for k, i in enumerate(idx):  # two times may snap to one grid point
+        where.setdefault(int(i), []).append(k)
+    q = np.full((len(idx), n), np.nan)
     for c, start in enumerate(range(0, n, batch)):
         B = min(batch, n - start)
         gen = generator(seed, "trajectories", c)
 
         def observe(i: int, x: torch.Tensor, start=start, B=B) -> None:
             if i in where:
-                q[where[i], start:start + B] = (x.double() @ direction.double()).numpy()
+                q[where[i], start:start + B] = (x.double() @ direction.double()).numpy()[None]
 
         sampler.run(score, sampler.prior(B, len(direction), gen), gen, stop=int(idx.max()), callback=observe)
     return sampler.grid[idx], q

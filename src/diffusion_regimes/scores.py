@@ -99,7 +99,7 @@ class MixtureScore:
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class (B,) int64 of final samples: the most likely centre."""
-        return (x @ self.centres.T - 0.5 * self.sq).argmax(1)
+        return (x @ self.centres.to(x.dtype).T - 0.5 * self.sq.to(x.dtype)).argmax(1)
 
 
 class EmpiricalScore:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from . import paths
@@ -39,7 +40,7 @@ from .models import build_classifier, build_unet, count_parameters
 from .sampling import Sampler, sample_projections, tweedie
 from .schedule import speciation_time
 from .scores import EmpiricalScore, GaussianMixtureScore, MixtureScore, NetworkScore
-from .seeding import derive_seed
+from .seeding import derive_seed, shard_blocks
 from .spectrum import bulk_variance, covariance_eigenvalues, covariance_trace, spectrum_table
 from .theory import (
     PHI_CROSSING,
@@ -203,51 +204,108 @@ def _snapshot_table(res, grid_end: float, score) -> pa.Table:
 
 
 # ----------------------------------------------------------------------------- cloning
-def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, sampler: dict,
-            block: int | None, min_accuracy: float | None, seed: int, device: str | None = None) -> None:
+# Sampling stages run as shards (``{stage}_shard``: a contiguous range of blocks of
+# pairs, trajectories or time points, each block with its own generator) and a
+# gather stage that merges them; the merged result is identical to one job's.
+
+def _labels_table(res) -> pa.Table:
+    """Raw labels of a cloning run: pair, trunk_label, clone_label (K,) per pair."""
+    K, P = res.clone_labels.shape
+    return pa.table({"trunk_label": pa.array(res.trunk_labels.astype(np.int64)),
+                     "clone_label": pa.FixedSizeListArray.from_arrays(
+                         pa.array(np.ascontiguousarray(res.clone_labels.T).reshape(-1).astype(np.int64)), K)})
+
+
+def _read_labels(paths_: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """Concatenate shards' label tables: (times (K,), trunk labels (P,), clone labels (K, P), metadata)."""
+    metas = [read_metadata(p) for p in paths_]
+    times = np.asarray(metas[0]["times"], dtype=np.float64)
+    K = len(times)
+    trunk, clone = [], []
+    for p in paths_:
+        tab = pq.read_table(p)
+        trunk.append(tab.column("trunk_label").to_numpy())
+        flat = tab.column("clone_label").combine_chunks().flatten().to_numpy() if tab.num_rows else np.empty(0)
+        clone.append(flat.reshape(-1, K).T)
+    return times, np.concatenate(trunk), np.concatenate(clone, 1).astype(np.int64), metas
+
+
+def _empty_snapshots(d: int) -> pa.Table:
+    return pa.table({"t": pa.array([], pa.float64()), "kind": pa.array([], pa.string()),
+                     "branch_t": pa.array([], pa.float64()),
+                     "x": pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), d)})
+
+
+def cloning_shard(input: dict, output: dict, exp: str, score: str, cloning: dict, sampler: dict,
+                  block: int | None, min_accuracy: float | None, seed: int, shard: int = 0,
+                  device: str | None = None) -> None:
+    """Pairs of shard ``shard`` of ``cloning.shards``: raw labels and (shard 0) the snapshots."""
     x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"])
     fn = _load_score(score, x, meta, block, input.get("model"), sampler, device)
     label, accuracy = _labeller(meta, input.get("classifier"), min_accuracy, device)
     samp = Sampler.from_config(sampler)
     branch = _branch_times(cloning["branch_times"], spec, cloning.get("time_unit", "t_S"))
+    blocks = shard_blocks(cloning["n_pairs"], cloning["pair_batch"], shard, cloning.get("shards", 1))
     res = clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label,
-                             derive_seed(seed, exp, "cloning", score), cloning["pair_batch"], progress=True)
-    table, cross = agreement_table(res.times, res.agree, cloning["n_bootstrap"],
+                             derive_seed(seed, exp, "cloning", score), cloning["pair_batch"], progress=True,
+                             blocks=blocks)
+    results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy, "blocks": blocks,
+               "sampler_settings": samp.settings,
+               "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
+                   samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
+    cfg = {"cloning": cloning, "sampler": samp.settings, "score": score, "shard": shard}
+    write_table(_labels_table(res), output["labels"], make_metadata("cloning_shard", cfg, seed, results))
+    snaps = _snapshot_table(res, float(samp.grid[-1]), fn) if res.snapshots else _empty_snapshots(x.shape[1])
+    write_table(snaps, output["snapshots"], make_metadata("cloning_shard", cfg, seed, {"shape": meta["shape"]}))
+    log.info("cloning %s shard %d: blocks %s, nfe %d", score, shard, blocks, res.nfe)
+
+
+def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed: int) -> None:
+    """Gather the shards: phi(t) with bootstrap errors, the measured t_S (and, for the
+    hierarchical mixture, agreement on the super-class and on the class within it)."""
+    meta = read_metadata(input["data"])
+    spec = read_metadata(input["spectrum"])
+    times, trunk, clone, metas = _read_labels(list(input["labels"]))
+    table, cross = agreement_table(times, clone == trunk[None], cloning["n_bootstrap"],
                                    derive_seed(seed, exp, "bootstrap", score))
     levels = {}
     if meta["source"] == "hierarchical_mixture":  # agreement on the super-class and on the class within it
-        for name, agree in (("super", res.clone_labels // 2 == res.trunk_labels[None] // 2),
-                            ("sub", res.clone_labels % 2 == res.trunk_labels[None] % 2)):
-            part, c = agreement_table(res.times, agree, cloning["n_bootstrap"],
+        for name, agree in (("super", clone // 2 == trunk[None] // 2), ("sub", clone % 2 == trunk[None] % 2)):
+            part, c = agreement_table(times, agree, cloning["n_bootstrap"],
                                       derive_seed(seed, exp, "bootstrap", score, name))
             for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
                 table[col.replace("phi", f"phi_{name}")] = part[col].to_numpy()
             levels.update({f"t_S_{name}_measured": c["crossing"], f"t_S_{name}_measured_se": c["crossing_se"]})
-    results = {"nfe": res.nfe, "t_S_measured": cross["crossing"], "t_S_measured_se": cross["crossing_se"], **levels,
-               "t_S": spec["t_S"], "Lambda": spec["Lambda"], "level": PHI_CROSSING, "accuracy": accuracy,
-               "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
-                   samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
-    cfg = {"cloning": cloning, "sampler": samp.settings, "score": score}
+    results = {"nfe": int(sum(m["nfe"] for m in metas)), "t_S_measured": cross["crossing"],
+               "t_S_measured_se": cross["crossing_se"], **levels, "t_S": spec["t_S"], "Lambda": spec["Lambda"],
+               "level": PHI_CROSSING, "accuracy": metas[0]["accuracy"], "shards": len(metas),
+               "nfe_rerun_per_branch": metas[0]["nfe_rerun_per_branch"]}
+    cfg = {"cloning": {**metas[0]["config"]["cloning"], **cloning}, "sampler": metas[0]["sampler_settings"],
+           "score": score}
     write_table(table, output["cloning"], make_metadata("cloning", cfg, seed, results))
-    write_table(_snapshot_table(res, float(samp.grid[-1]), fn), output["snapshots"],
-                make_metadata("cloning", cfg, seed, {"shape": meta["shape"]}))
-    log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d", score, results["t_S_measured"],
-             spec["t_S"], res.nfe)
+    snaps = pq.read_table(input["snapshots"][0]).replace_schema_metadata(None)
+    write_table(snaps, output["snapshots"], make_metadata("cloning", cfg, seed, {"shape": meta["shape"]}))
+    log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d over %d shards", score, results["t_S_measured"],
+             spec["t_S"], results["nfe"], len(metas))
 
 
 # ----------------------------------------------------------------------------- collapse
-def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, sampler: dict,
-             block: int, seed: int, device: str | None = None) -> None:
+def collapse_shard(input: dict, output: dict, exp: str, score: str, collapse: dict, sampler: dict,
+                   block: int, seed: int, shard: int = 0, device: str | None = None) -> None:
+    """Trajectories and clone pairs of shard ``shard`` of ``collapse.shards``."""
     x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"])
     fn = _load_score(score, x, meta, block, input.get("model"), sampler, device)
     train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
     samp = Sampler.from_config(sampler)
-    times, nearest, d_star = track_nearest(fn, samp, train_set, collapse["n_trajectories"],
-                                           derive_seed(seed, exp, "collapse", score), collapse["track_every"],
-                                           collapse["pair_batch"], progress=True)
-    table = collapse_table(times, nearest, d_star)
+    shards = collapse.get("shards", 1)
+    batch = collapse["pair_batch"]
+    nfe0 = samp.nfe
+    times, nearest, d_star, ids = track_nearest(
+        fn, samp, train_set, collapse["n_trajectories"], derive_seed(seed, exp, "collapse", score),
+        collapse["track_every"], batch, progress=True,
+        blocks=shard_blocks(collapse["n_trajectories"], batch, shard, shards))
     t_end = float(samp.grid[-1])
 
     def nearest_label(xf: torch.Tensor) -> torch.Tensor:
@@ -255,33 +313,62 @@ def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, sa
 
     branch = _branch_times(collapse["branch_times"], spec)
     res = clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label,
-                             derive_seed(seed, exp, "collapse-cloning", score), collapse["pair_batch"],
-                             progress=True)
-    phi, _ = agreement_table(res.times, res.agree, collapse["n_bootstrap"],
+                             derive_seed(seed, exp, "collapse-cloning", score), batch, progress=True,
+                             blocks=shard_blocks(collapse["n_pairs"], batch, shard, shards))
+    cfg = {"collapse": collapse, "sampler": samp.settings, "score": score, "shard": shard}
+    write_table(collapse_table(times, nearest, d_star, ids), output["times"],
+                make_metadata("collapse_shard", cfg, seed, {"nfe_trajectories": samp.nfe - nfe0 - res.nfe}))
+    write_table(_labels_table(res), output["pairs"],
+                make_metadata("collapse_shard", cfg, seed, {"nfe": res.nfe, "times": res.times.tolist(),
+                                                            "sampler_settings": samp.settings}))
+
+
+def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, seed: int) -> None:
+    """Gather the shards: collapse times of the trajectories, and phi_C(t)."""
+    table = pd.concat([pq.read_table(p).to_pandas() for p in input["times"]], ignore_index=True)
+    table = table.sort_values("trajectory", kind="stable").reset_index(drop=True)
+    times, trunk, clone, metas = _read_labels(list(input["pairs"]))
+    phi, _ = agreement_table(times, clone == trunk[None], collapse["n_bootstrap"],
                              derive_seed(seed, exp, "bootstrap-collapse", score), level=None)
     phi_c = phi.rename(columns={"phi": "phi_c", "phi_se": "phi_c_se", "phi_lo": "phi_c_lo",
                                 "phi_hi": "phi_c_hi"})
     tc = table["t_collapse"].to_numpy()
     results = {"t_C_measured": float(tc.mean()),
                "t_C_measured_se": float(tc.std(ddof=1) / math.sqrt(len(tc))) if len(tc) > 1 else float("nan"),
-               "t_C_median": float(np.median(tc)), "nfe": res.nfe, "d_star_mean": float(table["d_star"].mean()),
-               "distinct_final_points": int(table["nearest_index"].nunique())}
-    cfg = {"collapse": collapse, "sampler": samp.settings, "score": score}
+               "t_C_median": float(np.median(tc)), "nfe": int(sum(m["nfe"] for m in metas)),
+               "d_star_mean": float(table["d_star"].mean()),
+               "distinct_final_points": int(table["nearest_index"].nunique()), "shards": len(metas)}
+    cfg = {"collapse": {**metas[0]["config"]["collapse"], **collapse}, "sampler": metas[0]["sampler_settings"],
+           "score": score}
     write_table(table, output["times"], make_metadata("collapse", cfg, seed, results))
     write_table(phi_c, output["phi_c"], make_metadata("collapse", cfg, seed, results))
     log.info("collapse %s: mean t_collapse %.4g", score, results["t_C_measured"])
 
 
 # ----------------------------------------------------------------------------- entropy / theory
-def entropy(input: dict, output: dict, exp: str, entropy: dict, block: int, seed: int,
-            progress: bool = True) -> None:
+def _entropy_times(entropy: dict) -> np.ndarray:
+    return np.geomspace(entropy["t_min"], entropy["t_max"], entropy["n_t"])
+
+
+def entropy_shard(input: dict, output: dict, exp: str, entropy: dict, block: int, seed: int, shard: int = 0,
+                  progress: bool = True) -> None:
+    """Time points of shard ``shard`` of ``entropy.shards`` of the Monte Carlo f(t)."""
     x, _, _ = load_subset(input["data"])
-    t = np.geomspace(entropy["t_min"], entropy["t_max"], entropy["n_t"])
-    table = excess_entropy(EmpiricalScore(x, block), t, entropy["n_samples"], derive_seed(seed, exp, "entropy"),
-                           progress=progress)
-    n, d = x.shape
+    keys = shard_blocks(entropy["n_t"], 1, shard, entropy.get("shards", 1))
+    table = excess_entropy(EmpiricalScore(x, block), _entropy_times(entropy)[keys], entropy["n_samples"],
+                           derive_seed(seed, exp, "entropy"), progress=progress, keys=keys)
+    write_table(table, output["entropy"], make_metadata("entropy_shard", {**entropy, "shard": shard}, seed,
+                                                        {"keys": keys}))
+
+
+def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> None:
+    """Gather the shards: f(t) and t_C."""
+    meta = read_metadata(input["data"])
+    table = pd.concat([pq.read_table(p).to_pandas() for p in input["entropy"]], ignore_index=True)
+    table = table.sort_values("t", kind="stable").reset_index(drop=True)
+    n, d = meta["n"], meta["d"]
     results = {"alpha": math.log(n) / d, "t_C": entropy_collapse_time(table, d),
-               "level": collapse_level(d), "n": n, "d": d}
+               "level": collapse_level(d), "n": n, "d": d, "shards": len(input["entropy"])}
     write_table(table, output["entropy"], make_metadata("entropy", entropy, seed, results))
     log.info("entropy: alpha=%.4g t_C=%.4g", results["alpha"], results["t_C"])
 
@@ -363,6 +450,9 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
                                     "t_C_entropy": "float64", "t_S_measured_se": "float64",
                                     "classifier_accuracy": "Float64"})
     write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
+    if "table" in output:  # the same table as TSV, which snakemake --report shows as a table
+        with atomic_path(output["table"]) as tmp:
+            df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         log.info("summary:\n%s", df.to_string(index=False))
 

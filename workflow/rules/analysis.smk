@@ -1,20 +1,45 @@
+# The entropy Monte Carlo runs as `entropy.shards` jobs over its time points, merged by a gather.
+rule entropy_shard:
+    input:
+        data=paths.DATA,
+    output:
+        entropy=paths.ENTROPY_SHARD,
+    params:
+        exp="{exp}",
+        entropy=entropy_params,
+        block=block_param,
+        seed=config["seed"],
+        shard=shard_param,
+    log:
+        log_path("entropy_{shard}"),
+    benchmark:
+        bench_path("entropy_{shard}")
+    resources:
+        mem_mb=4000,
+        runtime=minutes(60),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
 rule entropy:
     input:
+        entropy=shard_files(paths.ENTROPY_SHARD, "entropy"),
         data=paths.DATA,
     output:
         entropy=paths.ENTROPY,
     params:
         exp="{exp}",
         entropy=entropy_params,
-        block=block_param,
         seed=config["seed"],
     log:
         log_path("entropy"),
     benchmark:
         bench_path("entropy")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=1000,
+        runtime=minutes(10),
     conda:
         CONDA_ENV
     script:
@@ -35,7 +60,7 @@ rule theory:
         bench_path("theory")
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=minutes(5),
     conda:
         CONDA_ENV
     script:
@@ -56,7 +81,7 @@ rule table1:
         f"{paths.BENCHMARKS}/table1.tsv"
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=minutes(5),
     conda:
         CONDA_ENV
     script:
@@ -67,9 +92,8 @@ rule summary:
     input:
         summary_inputs,
     output:
-        summary=report(
-            paths.SUMMARY, caption="../report/summary.rst", category="Summary"
-        ),
+        summary=paths.SUMMARY,
+        table=report(paths.SUMMARY_TSV, caption="../report/summary.rst", category="Summary"),
     params:
         experiments=experiments_param,
     log:
@@ -78,7 +102,7 @@ rule summary:
         f"{paths.BENCHMARKS}/summary.tsv"
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=minutes(5),
     conda:
         CONDA_ENV
     script:
@@ -102,7 +126,7 @@ rule symmetry:
         bench_path("symmetry")
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=minutes(60),
     conda:
         CONDA_ENV
     script:

@@ -13,6 +13,13 @@ wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     group="|".join(sorted({c["group"] for c in EXPERIMENTS.values() if c["group"]})) or "no-group",
     score="exact|empirical|unet",
+    shard=r"\d+",
+
+
+def minutes(base):
+    """Runtime resource (minutes) that grows with the attempt, so a job retried after a
+    scheduler's time limit asks for more time (and training resumes from its state)."""
+    return lambda wildcards, attempt: base * attempt
 
 
 def exp_cfg(wildcards):
@@ -55,12 +62,34 @@ def min_accuracy_param(wildcards):
     return cfg["classifier"]["min_accuracy"] if needs_classifier(cfg) else None
 
 
+# A sampling stage runs as shards (its sampling keys) and a gather (n_bootstrap only), so
+# that a change of n_bootstrap re-runs the gather without re-sampling.
 def cloning_params(wildcards):
-    return exp_cfg(wildcards)["cloning"]
+    return {k: v for k, v in exp_cfg(wildcards)["cloning"].items() if k != "n_bootstrap"}
+
+
+def cloning_gather_params(wildcards):
+    return {"n_bootstrap": exp_cfg(wildcards)["cloning"]["n_bootstrap"]}
 
 
 def collapse_params(wildcards):
-    return exp_cfg(wildcards)["collapse"]
+    return {k: v for k, v in exp_cfg(wildcards)["collapse"].items() if k != "n_bootstrap"}
+
+
+def collapse_gather_params(wildcards):
+    return {"n_bootstrap": exp_cfg(wildcards)["collapse"]["n_bootstrap"]}
+
+
+def shard_param(wildcards):
+    return int(wildcards.shard)
+
+
+def shard_files(template, stage):
+    """Input function: the shard files of ``stage`` (its ``shards`` from the config)."""
+    def files(wildcards):
+        n = exp_cfg(wildcards)[stage]["shards"]
+        return [template.format(shard=i, **dict(wildcards.items())) for i in range(n)]
+    return files
 
 
 def sampler_params(wildcards):

@@ -11,7 +11,7 @@ rule subset:
         bench_path("subset")
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=minutes(10),
     conda:
         CONDA_ENV
     script:
@@ -31,7 +31,7 @@ rule spectrum:
         bench_path("spectrum")
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     conda:
         CONDA_ENV
     script:

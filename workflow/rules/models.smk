@@ -20,7 +20,7 @@ rule train:
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=minutes(60),
     conda:
         CONDA_ENV
     script:
@@ -43,7 +43,7 @@ rule classifier:
         bench_path("classifier")
     resources:
         mem_mb=2000,
-        runtime=20,
+        runtime=minutes(20),
     conda:
         CONDA_ENV
     script:

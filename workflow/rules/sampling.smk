@@ -1,9 +1,14 @@
-rule cloning:
+# Sampling stages: each runs as `shards` jobs (cloning.shards, collapse.shards), every
+# shard a contiguous range of blocks of pairs or trajectories with their own generators,
+# merged by a gather job into the declared outputs (identical to a single job's).
+
+
+rule cloning_shard:
     input:
         unpack(sampling_inputs),
     output:
-        cloning=paths.CLONING,
-        snapshots=paths.SNAPSHOTS,
+        labels=paths.CLONING_SHARD,
+        snapshots=paths.SNAPSHOTS_SHARD,
     params:
         exp="{exp}",
         score="{score}",
@@ -12,14 +17,72 @@ rule cloning:
         block=score_block_param,
         min_accuracy=min_accuracy_param,
         seed=config["seed"],
+        shard=shard_param,
         device=device_param,
+    log:
+        log_path("cloning_{shard}", per_score=True),
+    benchmark:
+        bench_path("cloning_{shard}", per_score=True)
+    resources:
+        mem_mb=4000,
+        runtime=minutes(60),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule cloning:
+    input:
+        labels=shard_files(paths.CLONING_SHARD, "cloning"),
+        snapshots=shard_files(paths.SNAPSHOTS_SHARD, "cloning"),
+        data=paths.DATA,
+        spectrum=paths.SPECTRUM,
+    output:
+        cloning=paths.CLONING,
+        snapshots=paths.SNAPSHOTS,
+    params:
+        exp="{exp}",
+        score="{score}",
+        cloning=cloning_gather_params,
+        seed=config["seed"],
     log:
         log_path("cloning", per_score=True),
     benchmark:
         bench_path("cloning", per_score=True)
     resources:
+        mem_mb=2000,
+        runtime=minutes(10),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule collapse_shard:
+    input:
+        unpack(collapse_inputs),
+    output:
+        times=paths.COLLAPSE_SHARD,
+        pairs=paths.COLLAPSE_PAIRS_SHARD,
+    params:
+        exp="{exp}",
+        score="{score}",
+        collapse=collapse_params,
+        sampler=sampler_params,
+        block=block_param,
+        seed=config["seed"],
+        shard=shard_param,
+        device=network_device_param,
+    log:
+        log_path("collapse_{shard}", per_score=True),
+    benchmark:
+        bench_path("collapse_{shard}", per_score=True)
+    wildcard_constraints:
+        score="|".join(MEMORISING_SCORES),
+    resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=minutes(60),
     conda:
         CONDA_ENV
     script:
@@ -28,18 +91,16 @@ rule cloning:
 
 rule collapse:
     input:
-        unpack(collapse_inputs),
+        times=shard_files(paths.COLLAPSE_SHARD, "collapse"),
+        pairs=shard_files(paths.COLLAPSE_PAIRS_SHARD, "collapse"),
     output:
         times=paths.COLLAPSE_TIMES,
         phi_c=paths.PHI_C,
     params:
         exp="{exp}",
         score="{score}",
-        collapse=collapse_params,
-        sampler=sampler_params,
-        block=block_param,
+        collapse=collapse_gather_params,
         seed=config["seed"],
-        device=network_device_param,
     log:
         log_path("collapse", per_score=True),
     benchmark:
@@ -47,8 +108,8 @@ rule collapse:
     wildcard_constraints:
         score="|".join(MEMORISING_SCORES),
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=2000,
+        runtime=minutes(10),
     conda:
         CONDA_ENV
     script:

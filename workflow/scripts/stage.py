@@ -1,6 +1,7 @@
 """Thin wrapper: run the package's stage named like the rule, logging to the rule's log."""
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import torch  # noqa: E402
 from diffusion_regimes import stages  # noqa: E402
 from diffusion_regimes.io import InputError  # noqa: E402
 
+
+def _terminated(signum, frame):  # SLURM's time limit, scancel, Ctrl-C of snakemake: unwind, so that
+    raise SystemExit(128 + signum)  # half-written files are removed; training resumes from its state
+
+
+signal.signal(signal.SIGTERM, _terminated)
 real_stderr = sys.stderr
 with open(snakemake.log[0], "w", buffering=1) as log_file:
     sys.stdout = sys.stderr = log_file
