@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .sampling import Sampler
 from .scores import Score
-from .seeding import generator
+from .seeding import generator, shard_blocks
 from .theory import PHI_CROSSING, crossing_time
 
 Labeller = Callable[[torch.Tensor], torch.Tensor]
@@ -66,7 +66,7 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     starts = np.bincount(idx, minlength=sampler.steps + 1)
     nfe0 = sampler.nfe
     trunk_chunks, clone_chunks, snapshots = [], [], {}
-    blocks = range(-(-n_pairs // pair_batch)) if blocks is None else blocks
+    blocks = shard_blocks(n_pairs, pair_batch) if blocks is None else blocks
     for c in blocks:
         p0 = c * pair_batch
         P = min(pair_batch, n_pairs - p0)

@@ -16,7 +16,7 @@ import torch
 
 from .sampling import Sampler
 from .scores import EmpiricalScore, Score
-from .seeding import generator
+from .seeding import generator, shard_blocks
 
 
 def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int, seed: int,
@@ -34,7 +34,7 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
     """
     record = set(range(0, sampler.steps + 1, max(1, every))) | {sampler.steps}
     times = sampler.grid[sorted(record)]
-    blocks = range(-(-n_traj // batch)) if blocks is None else blocks
+    blocks = shard_blocks(n_traj, batch) if blocks is None else blocks
     ids = np.concatenate([np.arange(c * batch, min((c + 1) * batch, n_traj)) for c in blocks] or
                          [np.empty(0, np.int64)]).astype(np.int64)
     nearest = np.empty((len(times), len(ids)), dtype=np.int64)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .io import InputError
 from .schedule import delta, time_grid
 from .scores import Score
+from .seeding import generator
 
 METHODS = ("euler_maruyama", "ddpm")
 
@@ -132,8 +133,6 @@ def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.
     """Projections ``q = x . direction`` of n backward trajectories at the grid times
     nearest to ``times``: returns (grid times (K,), q (K, n) float64). Trajectories run
     ``batch`` at a time; batch c draws from ``generator(seed, "trajectories", c)``."""
-    from .seeding import generator
-
     idx = sampler.snap(times)
     where: dict[int, list[int]] = {}
     for k, i in enumerate(idx):  # two times may snap to one grid point

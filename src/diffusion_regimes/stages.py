@@ -33,6 +33,7 @@ from .io import (
     load_checkpoint,
     make_metadata,
     read_metadata,
+    read_table,
     save_checkpoint,
     write_table,
 )
@@ -230,6 +231,12 @@ def _read_labels(paths_: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return times, np.concatenate(trunk), np.concatenate(clone, 1).astype(np.int64), metas
 
 
+def _concat_shards(paths_: list[str], key: str) -> pd.DataFrame:
+    """The rows of shards' tables, in the order of ``key``."""
+    table = pd.concat([read_table(p)[0] for p in paths_], ignore_index=True)
+    return table.sort_values(key, kind="stable").reset_index(drop=True)
+
+
 def _empty_snapshots(d: int) -> pa.Table:
     return pa.table({"t": pa.array([], pa.float64()), "kind": pa.array([], pa.string()),
                      "branch_t": pa.array([], pa.float64()),
@@ -325,8 +332,7 @@ def collapse_shard(input: dict, output: dict, exp: str, score: str, collapse: di
 
 def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, seed: int) -> None:
     """Gather the shards: collapse times of the trajectories, and phi_C(t)."""
-    table = pd.concat([pq.read_table(p).to_pandas() for p in input["times"]], ignore_index=True)
-    table = table.sort_values("trajectory", kind="stable").reset_index(drop=True)
+    table = _concat_shards(input["times"], "trajectory")
     times, trunk, clone, metas = _read_labels(list(input["pairs"]))
     phi, _ = agreement_table(times, clone == trunk[None], collapse["n_bootstrap"],
                              derive_seed(seed, exp, "bootstrap-collapse", score), level=None)
@@ -364,8 +370,7 @@ def entropy_shard(input: dict, output: dict, exp: str, entropy: dict, block: int
 def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> None:
     """Gather the shards: f(t) and t_C."""
     meta = read_metadata(input["data"])
-    table = pd.concat([pq.read_table(p).to_pandas() for p in input["entropy"]], ignore_index=True)
-    table = table.sort_values("t", kind="stable").reset_index(drop=True)
+    table = _concat_shards(input["entropy"], "t")
     n, d = meta["n"], meta["d"]
     results = {"alpha": math.log(n) / d, "t_C": entropy_collapse_time(table, d),
                "level": collapse_level(d), "n": n, "d": d, "shards": len(input["entropy"])}
