@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/pytest
 
 bench: $(STAMP)

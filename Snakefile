@@ -1,6 +1,6 @@
 # diffusion-regimes: measure the three dynamical regimes of diffusion models.
 # Thin: the config, its validation, and the rules. All logic is in the package
-# src/diffusion_regimes (see DESIGN.md of the project and README.md).
+# src/diffusion_regimes (docs/design.md: the stage contract and which module owns what).
 import sys
 
 from snakemake.utils import min_version
@@ -11,14 +11,12 @@ from diffusion_regimes.config import ConfigError, validate_config
 
 min_version("9.0")
 
-
-# The embedded default, unless --configfile names another config: configs are
-# not merged, so --configfile FILE runs only FILE's experiments.
-if not workflow.overwrite_configfiles:
-
-    configfile: "config/config.yaml"
-
-
+# The config comes from --configfile. The workflow profile (profiles/default, read
+# automatically) names the embedded default config/config.yaml as its configfile, so a
+# --configfile on the command line replaces the default instead of being merged into it.
+if not config:
+    sys.exit("diffusion-regimes: no config: pass --configfile config/config.yaml (or your own), "
+             "or run with the workflow profile profiles/default")
 
 try:
     validate_config(config)

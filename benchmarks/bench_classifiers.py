@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from diffusion_regimes import stages
+from diffusion_regimes.classifier import train_classifier
 from diffusion_regimes.data import image_shape, load_subset
 from diffusion_regimes.models import count_parameters
-from diffusion_regimes.training import train_classifier
 
 DATASETS = {
     "digits": {"source": "sklearn_digits", "classes": [1, 8]},

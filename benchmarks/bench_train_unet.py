@@ -2,7 +2,7 @@
 configured to the same network, measured in the same run.
 
 Both networks take the same training step (the denoising loss of
-:func:`diffusion_regimes.training.dsm_loss`: noisy batch, MSE on the noise,
+:meth:`diffusion_regimes.networks.EpsilonModel.loss`: noisy batch, MSE on the noise,
 backward, Adam) on the same batches, with the same precision and memory
 format. The diffusers model is built with block_out_channels = base x
 channel_mult, the same number of residual blocks, attention (one head) at the
@@ -21,8 +21,8 @@ import time
 import torch
 
 from diffusion_regimes.models import UNet, count_parameters
+from diffusion_regimes.networks import DEFAULT_TIME_SCALE, EpsilonModel
 from diffusion_regimes.schedule import ddpm_times
-from diffusion_regimes.training import dsm_loss
 
 PRESETS = {  # name: (channels, channel_mult, num_res_blocks, attention_resolutions, size, in_channels)
     "paper32": (64, (1, 2, 4, 4), 2, (1, 2), 32, 3),
@@ -44,24 +44,26 @@ def diffusers_unet(channels, mult, blocks, attention, size, in_channels, dropout
 
 
 class DiffusersAdapter(torch.nn.Module):
-    """``eps(x, t_OU)`` for UNet2DModel, which takes DDPM step indices."""
+    """``eps(x, c_noise)`` for UNet2DModel, which takes DDPM step indices: the wrapper's
+    ``c_noise = time_scale * t`` is mapped back to OU time, then to the step."""
 
-    def __init__(self, net):
+    def __init__(self, net, time_scale):
         super().__init__()
-        self.net = net
+        self.net, self.time_scale = net, time_scale
 
-    def forward(self, x, t):
-        k = torch.searchsorted(TIMES.to(t.device), t.float().contiguous()).clamp(max=len(TIMES) - 1)
+    def forward(self, x, c_noise):
+        t = c_noise.float() / self.time_scale
+        k = torch.searchsorted(TIMES.to(t.device), t.contiguous()).clamp(max=len(TIMES) - 1)
         return self.net(x, k).sample
 
 
 TIMES = torch.as_tensor(ddpm_times(), dtype=torch.float32)
 
 
-def steps_per_second(model, shape, a, dev, precision, channels_last, steps, warmup, compile_):
+def steps_per_second(net, shape, a, dev, precision, channels_last, steps, warmup, compile_):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(dev, memory_format=fmt).train()
-    fwd = torch.compile(model) if compile_ else model
+    model = EpsilonModel(net, shape).to(dev, memory_format=fmt).train()
+    fwd = torch.compile(model.net) if compile_ else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(1)
     batches = [(TIMES[torch.randint(0, len(TIMES), (a.shape[0],), generator=g)].to(dev),
@@ -69,7 +71,7 @@ def steps_per_second(model, shape, a, dev, precision, channels_last, steps, warm
 
     def step(i):
         t, eps = batches[i % 2]
-        loss = dsm_loss(fwd, a, t, eps, shape, precision, channels_last)
+        loss = model.loss(a, t, eps, precision, channels_last, fwd)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -107,7 +109,8 @@ def main() -> None:
     shape = (cin, size, size)
     torch.manual_seed(0)
     ours = UNet(cin, channels, mult, blocks, attention, args.dropout)
-    theirs = DiffusersAdapter(diffusers_unet(channels, mult, blocks, attention, size, cin, args.dropout))
+    theirs = DiffusersAdapter(diffusers_unet(channels, mult, blocks, attention, size, cin, args.dropout),
+                              DEFAULT_TIME_SCALE)
     a = torch.randn(args.batch, cin * size * size).to(dev)
     print(f"preset {args.preset}: {cin}x{size}x{size}, base {channels}, mult {mult}, {blocks} blocks, "
           f"attention {attention}; batch {args.batch}; device {dev}; {args.precision}; "

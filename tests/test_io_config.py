@@ -111,11 +111,13 @@ def test_bad_data_file_and_model_give_one_line_errors(tmp_path):
     assert "data.parquet" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "s.parquet").exists()
 
-    stages.subset({}, {"data": str(data)}, "e", {"source": "sklearn_digits", "classes": [1, 8], "size": 8}, 0)
+    stages.subset({}, {"data": str(data)}, "e", {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, 0)
     stages.spectrum({"data": str(data)}, {"spectrum": str(tmp_path / "s.parquet")}, SPECTRUM)
     model = tmp_path / "unet.pt"
-    save_checkpoint({"state_dict": {"w": torch.ones(1)}, "model": {"channels": 8, "channel_mult": [1, 2],
-                     "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0}, "shape": [1, 8, 8]}, model)
+    save_checkpoint({"state_dict": {"w": torch.ones(1)}, "network": {
+        "arch": "unet", "config": {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                                   "attention_resolutions": [], "dropout": 0.0},
+        "shape": [1, 16, 16], "prediction": "eps", "time_scale": 200.0}}, model)
     with pytest.raises(InputError, match="weights do not fit") as err:
         stages.collapse_shard({"data": str(data), "spectrum": str(tmp_path / "s.parquet"), "model": str(model)},
                               {"times": str(tmp_path / "t.parquet"), "pairs": str(tmp_path / "p.parquet")}, "e",

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from diffusion_regimes.scores import EmpiricalScore, GaussianMixtureScore, NetworkScore
+from diffusion_regimes.networks import EpsilonModel, NetworkScore
+from diffusion_regimes.scores import EmpiricalScore, GaussianMixtureScore
 
 
 def autograd_score(log_density, x, t):
@@ -46,12 +47,12 @@ def test_empirical_blocking_does_not_change_results(gen):
 
 
 def test_network_score_is_minus_eps_over_sqrt_delta(gen):
-    class Eps(torch.nn.Module):
-        def forward(self, x, t):
-            return 0.5 * x + t[:, None, None, None]
+    class Eps(torch.nn.Module):  # a raw network: sees the noise level c_noise = time_scale * t
+        def forward(self, x, c_noise):
+            return 0.5 * x + c_noise[:, None, None, None]
 
     x = torch.randn(7, 12, generator=gen)
-    s = NetworkScore(Eps(), (3, 2, 2), batch_size=3)
+    s = NetworkScore(EpsilonModel(Eps(), (3, 2, 2), time_scale=10.0), batch_size=3)
     t = 0.4
-    want = -(0.5 * x + t) / math.sqrt(1 - math.exp(-2 * t))
+    want = -(0.5 * x + 10.0 * t) / math.sqrt(1 - math.exp(-2 * t))
     torch.testing.assert_close(s(x, t), want)

@@ -51,8 +51,8 @@ def _local_profile(tmp: Path) -> Path:
 
 def test_tiny_config_runs_through_slurm(slurm, tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["experiments"]["gmm"]["cloning"]["shards"] = 2
-    cfg["experiments"]["gmm"]["collapse"]["shards"] = 2
+    cfg["experiments"]["gmm"]["cloning"].update(shards=2, pair_batch=32)  # 64 pairs: two blocks, one per shard
+    cfg["experiments"]["gmm"]["collapse"].update(shards=2, pair_batch=8)  # 16 trajectories and pairs: two blocks
     cfg["experiments"]["gmm"]["entropy"]["shards"] = 2
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"

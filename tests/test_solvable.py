@@ -12,14 +12,14 @@ from scipy import stats
 from diffusion_regimes import theory
 from diffusion_regimes.cloning import clone_shared_trunk
 from diffusion_regimes.config import ConfigError, validate_config
-from diffusion_regimes.curie_weiss import (
+from diffusion_regimes.datamodels.curie_weiss import (
     CurieWeissScore,
     cw_lambda,
     enumerate_log_density,
     magnetisation_law,
     sample_spins,
 )
-from diffusion_regimes.data import hierarchical_centres, hierarchical_mixture
+from diffusion_regimes.datamodels.mixtures import hierarchical_centres, hierarchical_mixture
 from diffusion_regimes.sampling import Sampler
 from diffusion_regimes.schedule import time_grid
 from diffusion_regimes.scores import GaussianMixtureScore, MixtureScore

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_regimes.data import make_subset, resize
+from diffusion_regimes.data import make_subset
+from diffusion_regimes.datamodels import data_model
 from diffusion_regimes.io import InputError
-from diffusion_regimes.sources import FASHION_MNIST_DEBIAN, load_source
+from diffusion_regimes.seeding import generator
+from diffusion_regimes.sources import FASHION_MNIST_DEBIAN, resize
+
+
+def load_source(dataset: dict):
+    return data_model(dataset["source"]).read(dataset)
+
+
+def subset(dataset: dict, seed: int):
+    return make_subset(dataset, generator(seed))
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, packed: bool) -> None:
@@ -51,9 +61,9 @@ def test_mnist_idx_reader_and_recipe(tmp_path, packed):
     assert src.images.shape == (60, 1, 28, 28) and src.images.max() <= 1.0
     np.testing.assert_array_equal(src.labels, labels)
     np.testing.assert_allclose(src.images[7, 0].numpy(), images[7] / 255.0, rtol=1e-6)
-    table, meta = make_subset({"source": "mnist", "data_root": str(tmp_path), "classes": [1, 8], "per_class": 4}, 5)
+    table, meta = subset({"source": "mnist", "data_root": str(tmp_path), "classes": [1, 8], "per_class": 4}, 5)
     assert meta["shape"] == [1, 32, 32] and meta["class_counts"] == [4, 4]  # padded 28 -> 32, balanced
-    again, _ = make_subset({"source": "mnist", "data_root": str(tmp_path), "classes": [1, 8], "per_class": 4}, 5)
+    again, _ = subset({"source": "mnist", "data_root": str(tmp_path), "classes": [1, 8], "per_class": 4}, 5)
     assert table.equals(again)  # deterministic for a seed
     assert set(np.asarray(table.column("source_index")) % 10) == {1, 8}
 
@@ -66,11 +76,11 @@ def test_cifar10_pickle_reader_by_class_names(tmp_path):
     src = load_source({"source": "cifar10", "data_root": str(tmp_path)})
     assert src.images.shape == (50, 3, 32, 32)
     np.testing.assert_allclose(src.images[3].numpy(), images[3] / 255.0, rtol=1e-6)
-    table, meta = make_subset({"source": "cifar10", "data_root": str(tmp_path), "classes": ["automobile", "horse"],
+    table, meta = subset({"source": "cifar10", "data_root": str(tmp_path), "classes": ["automobile", "horse"],
                                "per_class": 5}, 0)
     assert meta["class_names"] == ["automobile", "horse"] and meta["d"] == 3072
     assert len(meta["mean"]) == 3 and meta["std"] == [1.0, 1.0, 1.0]  # per-channel centring only, by default
-    table, meta = make_subset({"source": "cifar10", "data_root": str(tmp_path), "classes": ["automobile", "horse"],
+    table, meta = subset({"source": "cifar10", "data_root": str(tmp_path), "classes": ["automobile", "horse"],
                                "per_class": 5, "standardize": True}, 0)
     x = np.stack(table.column("x").to_numpy(zero_copy_only=False)).reshape(10, 3, -1)
     np.testing.assert_allclose(x.transpose(1, 0, 2).reshape(3, -1).std(1, ddof=1), 1.0, rtol=1e-4)
@@ -79,7 +89,7 @@ def test_cifar10_pickle_reader_by_class_names(tmp_path):
 @pytest.mark.parametrize("source, files", [("mnist", []), ("cifar10", [])])
 def test_missing_files_give_one_line_error(tmp_path, source, files):
     with pytest.raises(InputError) as err:
-        make_subset({"source": source, "data_root": str(tmp_path / "nowhere"), "classes": [1, 8]}, 0)
+        subset({"source": source, "data_root": str(tmp_path / "nowhere"), "classes": [1, 8]}, 0)
     msg = str(err.value)
     assert "\n" not in msg and "nowhere" in msg and "get it from" in msg
 
@@ -95,7 +105,7 @@ def test_resize_recipes():
 
 @pytest.mark.skipif(not Path(FASHION_MNIST_DEBIAN).is_dir(), reason="Debian's dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_debian_files():
-    table, meta = make_subset({"source": "fashion_mnist", "classes": ["Trouser", "Bag"], "per_class": 300}, 0)
+    table, meta = subset({"source": "fashion_mnist", "classes": ["Trouser", "Bag"], "per_class": 300}, 0)
     assert meta["shape"] == [1, 32, 32] and meta["class_counts"] == [300, 300]
     assert meta["class_names"] == ["Trouser", "Bag"]
 
@@ -120,7 +130,7 @@ def test_celeba_reader_by_attribute(tmp_path):
     male = write_celeba(tmp_path)
     src = load_source({"source": "celeba", "data_root": str(tmp_path)})
     np.testing.assert_array_equal(src.labels, (male > 0).astype(int))
-    table, meta = make_subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1], "per_class": 2,
+    table, meta = subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1], "per_class": 2,
                                "size": 8}, 0)
     assert meta["shape"] == [3, 8, 8] and meta["class_counts"] == [2, 2]
     assert meta["class_names"] == ["not Male", "Male"]
@@ -129,7 +139,7 @@ def test_celeba_reader_by_attribute(tmp_path):
     assert np.allclose(x[labels == 1], 40 / 255, atol=0.02) and np.allclose(x[labels == 0], 200 / 255, atol=0.02)
     (tmp_path / "list_attr_celeba.txt").unlink()
     with pytest.raises(InputError, match="list_attr_celeba.txt: attribute file not found"):
-        make_subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1]}, 0)
+        subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1]}, 0)
 
 
 def test_resize_crop_keeps_the_centre():
@@ -140,7 +150,7 @@ def test_resize_crop_keeps_the_centre():
 
 
 def test_lfw_subset_from_scikit_image():
-    table, meta = make_subset({"source": "lfw_subset", "classes": ["face", "non-face"]}, 0)
+    table, meta = subset({"source": "lfw_subset", "classes": ["face", "non-face"]}, 0)
     assert meta["shape"] == [1, 25, 25] and meta["class_counts"] == [100, 100]
     np.testing.assert_array_equal(np.asarray(table.column("label")), (np.arange(200) >= 100).astype(np.int8))
 
@@ -157,7 +167,7 @@ def test_imagenet_downsampled_pickles_with_class_map(tmp_path):
     src = load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
     assert src.images.shape == (40, 3, 16, 16)
     np.testing.assert_allclose(src.images[30].numpy().reshape(-1), data[30] / 255.0, rtol=1e-6)  # planes in order
-    table, meta = make_subset({"source": "imagenet_downsampled", "data_root": str(tmp_path),
+    table, meta = subset({"source": "imagenet_downsampled", "data_root": str(tmp_path),
                                "classes": ["lesser_panda", "seashore"], "per_class": 5}, 0)
     assert meta["shape"] == [3, 16, 16] and meta["class_counts"] == [5, 5]
 
@@ -194,11 +204,11 @@ def test_lsun_databases_and_folders(tmp_path, layout):
             (tmp_path / cat).mkdir()
             for i in range(4):
                 (tmp_path / cat / f"{i}.jpg").write_bytes(jpeg(level))
-    table, meta = make_subset({"source": "lsun", "data_root": str(tmp_path),
+    table, meta = subset({"source": "lsun", "data_root": str(tmp_path),
                                "classes": ["conference_room", "church_outdoor"], "per_class": 3, "size": 16}, 0)
     assert meta["shape"] == [3, 16, 16] and meta["class_counts"] == [3, 3]
     x = np.stack(table.column("x").to_numpy(zero_copy_only=False)) + np.repeat(meta["mean"], 256)
     labels = np.asarray(table.column("label"))
     assert np.allclose(x[labels == 0], 30 / 255, atol=0.03) and np.allclose(x[labels == 1], 220 / 255, atol=0.03)
     with pytest.raises(InputError, match="bedroom_train_lmdb: LMDB database"):
-        make_subset({"source": "lsun", "data_root": str(tmp_path), "classes": ["bedroom", "church_outdoor"]}, 0)
+        subset({"source": "lsun", "data_root": str(tmp_path), "classes": ["bedroom", "church_outdoor"]}, 0)

@@ -9,10 +9,11 @@ from diffusion_regimes import theory
 def test_phi_limits():
     assert theory.gm_phi(20.0, 16.0, 1.0) == pytest.approx(0.5, abs=1e-6)
     assert theory.gm_phi(0.01, 16.0, 1.0) == pytest.approx(1.0, abs=1e-6)
-    # at t_S = 1/2 log Lambda, phi -> 0.7753 as d -> infinity
+    # at t_S = 1/2 log Lambda, phi -> 0.77520 as d -> infinity (the level of the measured t_S)
     d = 10**8
     t_s = 0.5 * math.log(theory.gm_lambda(d, 1.0, 1.0))
-    assert theory.gm_phi(t_s, math.sqrt(d), 1.0) == pytest.approx(0.7753, abs=2e-4)
+    assert theory.gm_phi(t_s, math.sqrt(d), 1.0) == pytest.approx(theory.PHI_AT_T_S, abs=2e-4)
+    assert theory.PHI_AT_T_S == pytest.approx(0.7752002453966635, abs=1e-12)  # scipy quad of the integral
 
 
 def test_phi_matches_direct_integral():

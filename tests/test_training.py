@@ -2,12 +2,14 @@ import pytest
 import torch
 
 from diffusion_regimes import stages, training
+from diffusion_regimes.classifier import train_classifier
 from diffusion_regimes.cli import main as cli_main
 from diffusion_regimes.data import load_subset
-from diffusion_regimes.io import InputError
+from diffusion_regimes.errors import InputError
 from diffusion_regimes.models import UNet, build_classifier, count_parameters
-from diffusion_regimes.scores import NetworkScore
-from diffusion_regimes.training import dsm_loss, learning_rate, train_classifier, train_unet
+from diffusion_regimes.networks import EpsilonModel, NetworkScore, build_model
+from diffusion_regimes.seeding import Stream, global_torch_seed
+from diffusion_regimes.training import learning_rate, train_network
 
 MODEL = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [1],
          "dropout": 0.1}
@@ -19,7 +21,7 @@ def _same_weights(a, b):
 
 
 def train(x, path, **overrides):
-    model, log, _ = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, **overrides}, 7, path, progress=False)
+    model, log, _ = train_network(x, "unet", MODEL, (1, 8, 8), {**TRAIN, **overrides}, 7, path, progress=False)
     return model, log
 
 
@@ -39,8 +41,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, gen, monkeypatch,
         train(x, tmp_path / "b.pt", ema=ema)
     monkeypatch.setattr(training, "learning_rate", real)
     assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 4
-    resumed, log2, info = train_unet(x, (1, 8, 8), MODEL, {**TRAIN, "ema": ema}, 7, tmp_path / "b.pt",
-                                     progress=False)
+    resumed, log2, info = train_network(x, "unet", MODEL, (1, 8, 8), {**TRAIN, "ema": ema}, 7, tmp_path / "b.pt",
+                                        progress=False)
     assert info["resumed_from"] == 4 and info["ema"] == ema
     assert _same_weights(straight, resumed)
     assert log1.equals(log2) and list(log1["step"]) == list(range(1, 9))
@@ -51,25 +53,25 @@ def test_ema_weights_are_the_average(tmp_path, gen):
     raw, _ = train(x, tmp_path / "a.pt", steps=2)  # raw weights w1, w2 after steps 1 and 2
     one, _ = train(x, tmp_path / "c.pt", steps=1)
     avg, _ = train(x, tmp_path / "b.pt", steps=2, ema=0.9)
-    torch.manual_seed(training.derive_seed(7, "init"))
-    init = training.build_unet(MODEL, 1)
+    with global_torch_seed(7, Stream.INIT):
+        init = build_model("unet", MODEL, (1, 8, 8))
     for w0, w1, w2, e in zip(init.parameters(), one.parameters(), raw.parameters(), avg.parameters()):
         expected = 0.9 * (0.9 * w0 + 0.1 * w1) + 0.1 * w2  # e_k = decay e_{k-1} + (1 - decay) w_k, e_0 = w0
         assert torch.allclose(e, expected, atol=1e-6)
 
 
 def test_one_step_decreases_the_loss_on_a_fixed_batch(gen):
-    torch.manual_seed(0)
-    net = UNet(1, 8, (1, 2), 1, (1,), 0.0)
+    with global_torch_seed(0):
+        net = EpsilonModel(UNet(1, 8, (1, 2), 1, (1,), 0.0), (1, 8, 8))
     a, eps = torch.randn(16, 64, generator=gen), torch.randn(16, 64, generator=gen)
     t = torch.rand(16, generator=gen) * 2 + 0.05
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    before = dsm_loss(net, a, t, eps, (1, 8, 8))
+    before = net.loss(a, t, eps)
     opt.zero_grad()
     before.backward()
     opt.step()
     with torch.no_grad():
-        after = dsm_loss(net, a, t, eps, (1, 8, 8))
+        after = net.loss(a, t, eps)
     assert after < before
 
 
@@ -99,11 +101,11 @@ def test_state_from_other_data_is_not_resumed(tmp_path, gen):
 
 
 def test_bf16_network_score_is_close_to_fp32(gen):
-    torch.manual_seed(0)
-    net = UNet(1, 8, (1, 2), 1, (1,), 0.0)
+    with global_torch_seed(0):
+        net = EpsilonModel(UNet(1, 8, (1, 2), 1, (1,), 0.0), (1, 8, 8))
     x = torch.randn(6, 64, generator=gen)
-    f32 = NetworkScore(net, (1, 8, 8), batch_size=4)(x, 0.5)
-    b16 = NetworkScore(net, (1, 8, 8), batch_size=4, precision="bf16")(x, 0.5)
+    f32 = NetworkScore(net, batch_size=4)(x, 0.5)
+    b16 = NetworkScore(net, batch_size=4, precision="bf16")(x, 0.5)
     assert b16.dtype == torch.float32 and f32.shape == b16.shape
     assert (b16 - f32).norm() < 0.05 * f32.norm()
 

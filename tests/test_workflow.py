@@ -10,36 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import torch
 import yaml
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+from workflow_api import ROOT, TINY, snakemake
 
 from diffusion_regimes.io import read_metadata, read_table
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "tiny_config.yaml"
-
-
-def snakemake(workdir: Path, dry: bool = False, config: dict | None = None, targets=None) -> set[str]:
-    """Run (or dry-run) the workflow; returns the outputs that were (or would be) made."""
-    updated: list[str] = []
-    quiet = {Quietness.ALL} if dry else {Quietness.PROGRESS}
-    with SnakemakeApi(OutputSettings(quiet=quiet)) as api:
-        wf = api.workflow(resource_settings=ResourceSettings(cores=2),
-                          config_settings=ConfigSettings(configfiles=[TINY], config=config or {}),
-                          snakefile=ROOT / "Snakefile", workdir=workdir)
-        dag = wf.dag(DAGSettings(targets=set(targets or [])))
-        dag.execute_workflow(pseudo_executor="dryrun" if dry else None, updated_files=updated)
-    return set(updated)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    made = snakemake(work)
-    return work, made
 
 
 def test_whole_dag_outputs_follow_the_contract(tiny_run):
@@ -96,6 +71,9 @@ def test_rerun_does_only_what_a_change_feeds(tiny_run):
     work, _ = tiny_run
     # (c) an unchanged re-run does nothing
     assert snakemake(work, dry=True) == set()
+    # run options cannot change a result, so changing them re-runs nothing either
+    options = {"checkpoint_every": 7, "compile": True, "channels_last": True}
+    assert snakemake(work, dry=True, config={"experiments": {"digits": {"train": options}}}) == set()
     # (a) a cloning parameter: the cloning shards and their gather, then summary, table and figures
     changed = snakemake(work, dry=True, config={"experiments": {"gmm": {"cloning": {"n_pairs": 80}}}})
     assert changed == {

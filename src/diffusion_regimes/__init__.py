@@ -1,6 +1,7 @@
 """diffusion-regimes: measure the speciation and collapse regimes of diffusion models.
 
-See DESIGN.md of the project for the physics and the file contract between stages.
+See docs/design.md of the repository for the physics, the file contract between stages and
+which module owns which concept.
 """
 
 __version__ = "0.1.0"

@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from .config import load_config, needs_classifier
-from .data import planned_shape
-from .io import InputError
-from .models import build_classifier, build_unet, count_parameters, describe
+from .datamodels import data_model
+from .errors import InputError
+from .models import build_classifier, build_network, count_parameters, describe
 
 
 def describe_model(config_path: str, experiment: str, classifier: bool = True) -> str:
@@ -23,8 +23,12 @@ def describe_model(config_path: str, experiment: str, classifier: bool = True) -
     if experiment not in exps:
         raise InputError(f"experiment {experiment!r} is not in {config_path}: it has {sorted(exps)}")
     exp = exps[experiment]
-    shape = planned_shape(exp["dataset"])
-    unet = build_unet(exp["model"], shape[0])
+    source = data_model(exp["dataset"]["source"])
+    if source.kind != "images":
+        raise InputError(f"experiment {experiment!r} has vector data (source {source.name!r}): its score models "
+                         "are analytic, there is no U-Net to describe")
+    shape = source.planned_shape(exp["dataset"])
+    unet = build_network("unet", exp["model"], shape)
     m = exp["model"]
     out = [f"# {experiment}: U-Net for {shape[0]}x{shape[1]}x{shape[2]} images "
            f"(channels {m['channels']}, channel_mult {m['channel_mult']}, num_res_blocks {m['num_res_blocks']}, "

@@ -7,6 +7,10 @@ time and continues one clone per branch: per pair it costs ``K + sum_j (K - i_j)
 score evaluations on a grid of K steps, against ``sum_j (K + (K - i_j))`` for
 :func:`clone_rerun_per_branch`, the reference scheme that reruns the trunk from T
 for every branch time.
+
+The shard stages write raw labels (:func:`labels_table`) and pair 0's snapshots
+(:func:`snapshot_table`); the gather reads the shards back (:func:`read_labels`) and
+turns agreements into phi(t) with bootstrap errors (:func:`agreement_table`).
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from .sampling import Sampler
+from .errors import InputError
+from .io import read_metadata
+from .sampling import Sampler, tweedie
 from .scores import Score
-from .seeding import generator, shard_blocks
-from .theory import PHI_CROSSING, crossing_time
+from .seeding import Stream, generator, numpy_generator, shard_blocks
+from .theory import PHI_AT_T_S, crossing_time
 
 Labeller = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,7 +78,7 @@ def clone_shared_trunk(score: Score, sampler: Sampler, branch_times: np.ndarray,
     for c in blocks:
         p0 = c * pair_batch
         P = min(pair_batch, n_pairs - p0)
-        gen = generator(seed, "pairs", c)
+        gen = generator(seed, Stream.PAIRS, c)
         x = sampler.prior(P, d, gen)
         trunk_at = []
         for i in tqdm(range(sampler.steps + 1), desc=f"cloning pairs {p0}-{p0 + P}", disable=not progress,
@@ -108,7 +116,7 @@ def clone_rerun_per_branch(score: Score, sampler: Sampler, branch_times: np.ndar
     nfe0 = sampler.nfe
     agree = []
     for j, i in enumerate(idx):
-        gen = generator(seed, "branch", j)
+        gen = generator(seed, Stream.BRANCH, j)
         x = sampler.run(score, sampler.prior(n_pairs, d, gen), gen, stop=int(i))
         x = sampler.run(score, torch.cat([x, x]), gen, start=int(i))
         labels = label(x)
@@ -119,17 +127,19 @@ def clone_rerun_per_branch(score: Score, sampler: Sampler, branch_times: np.ndar
 
 
 def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int,
-                    level: float | None = PHI_CROSSING) -> tuple[pd.DataFrame, dict]:
+                    level: float | None = PHI_AT_T_S) -> tuple[pd.DataFrame, dict]:
     """phi(t) with bootstrap standard errors and 95 % percentile intervals.
 
     Pairs are resampled jointly across branch times, so the crossing of ``level``
     gets a bootstrap standard error too. Returns the table (``t, phi, phi_se,
-    phi_lo, phi_hi, n_pairs``) and scalars (``crossing``, ``crossing_se``).
+    phi_lo, phi_hi, n_pairs``) and scalars (``crossing``, ``crossing_se`` over the
+    replicates that cross, and ``crossing_missed``: the replicates whose phi never
+    crosses ``level`` inside the branch times, left out of the s.e.).
     """
     K, P = agree.shape
     a = agree.astype(np.float32)
     phi = a.mean(1)
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     boots = np.empty((n_boot, K), dtype=np.float64)
     chunk = max(1, int(2e7 // max(K * P, 1)))
     for b0 in range(0, n_boot, chunk):
@@ -147,5 +157,71 @@ def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int
         boot_cross = np.array([crossing_time(times, bp, level) for bp in boots])
         ok = np.isfinite(boot_cross)
         scalars = {"crossing": crossing,
-                   "crossing_se": float(boot_cross[ok].std(ddof=1)) if ok.sum() > 1 else float("nan")}
+                   "crossing_se": float(boot_cross[ok].std(ddof=1)) if ok.sum() > 1 else float("nan"),
+                   "crossing_missed": int((~ok).sum())}
     return table, scalars
+
+
+def branch_times_ou(relative: list[float], t_S: float, unit: str = "t_S") -> np.ndarray:
+    """Branch times in OU time from times in units of t_S (needs t_S > 0, i.e. Lambda > 1)
+    or already in OU time (``unit="ou"``)."""
+    if unit == "ou":
+        return np.asarray(relative, dtype=np.float64)
+    if t_S <= 0:
+        raise InputError(f"t_S = 1/2 log Lambda = {t_S:.3g} <= 0, so branch times in units of t_S are "
+                         "meaningless: raise the data's resolution (dataset.size) or scale")
+    return np.asarray(relative, dtype=np.float64) * t_S
+
+
+# ----------------------------------------------------------------------------- shard tables
+def labels_table(res: CloneResult) -> pa.Table:
+    """Raw labels of a cloning run: ``trunk_label`` (P,) and ``clone_label`` (K,) per pair."""
+    K, P = res.clone_labels.shape
+    return pa.table({"trunk_label": pa.array(res.trunk_labels.astype(np.int64)),
+                     "clone_label": pa.FixedSizeListArray.from_arrays(
+                         pa.array(np.ascontiguousarray(res.clone_labels.T).reshape(-1).astype(np.int64)), K)})
+
+
+def read_labels(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """Concatenate shards' label tables: (times (K,), trunk labels (P,), clone labels (K, P),
+    the shards' metadata)."""
+    metas = [read_metadata(p) for p in paths]
+    try:
+        times = np.asarray(metas[0]["times"], dtype=np.float64)
+        K = len(times)
+        trunk, clone = [], []
+        for p in paths:
+            tab = pq.read_table(p, columns=["trunk_label", "clone_label"])
+            trunk.append(tab.column("trunk_label").to_numpy())
+            flat = tab.column("clone_label").combine_chunks().flatten().to_numpy() if tab.num_rows else np.empty(0)
+            clone.append(flat.reshape(-1, K).T)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+        raise InputError(f"{paths[0]}: not a table of cloning labels ({type(err).__name__}: {err}); delete the "
+                         "shards and re-run the cloning stage") from None
+    return times, np.concatenate(trunk), np.concatenate(clone, 1).astype(np.int64), metas
+
+
+def snapshot_table(res: CloneResult, grid_end: float, score: Score) -> pa.Table:
+    """Pair 0 of a cloning run (columns t, kind, branch_t, x): the trunk at each
+    branch time (``trunk``), its denoised estimate there (``trunk_denoised``, Tweedie),
+    the final state of the clone made there (``clone_final``) and the trunk's final
+    state (``trunk_final``). Only a run with block 0 has snapshots (else :func:`empty_snapshots`)."""
+    K = len(res.times)
+    snaps = res.snapshots
+    trunk = torch.as_tensor(snaps["trunk"])
+    denoised = torch.cat([tweedie(score, trunk[k:k + 1], float(t)) for k, t in enumerate(res.times)])
+    rows = pd.DataFrame({
+        "t": np.concatenate([res.times, res.times, np.full(K, grid_end), [grid_end]]),
+        "kind": ["trunk"] * K + ["trunk_denoised"] * K + ["clone_final"] * K + ["trunk_final"],
+        "branch_t": np.concatenate([res.times, res.times, res.times, [np.nan]])})
+    flat = np.concatenate([snaps["trunk"], denoised.numpy(), snaps["clone_final"],
+                           snaps["trunk_final"][None]]).astype(np.float32)
+    return pa.Table.from_pandas(rows, preserve_index=False).append_column(
+        "x", pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]))
+
+
+def empty_snapshots(d: int) -> pa.Table:
+    """A snapshot table without rows (shards other than the one holding pair 0)."""
+    return pa.table({"t": pa.array([], pa.float64()), "kind": pa.array([], pa.string()),
+                     "branch_t": pa.array([], pa.float64()),
+                     "x": pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), d)})

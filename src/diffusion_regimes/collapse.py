@@ -10,13 +10,15 @@ denoised final sample to that training point.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
 
 from .sampling import Sampler
 from .scores import EmpiricalScore, Score
-from .seeding import generator, shard_blocks
+from .seeding import Stream, generator, shard_blocks
 
 
 def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int, seed: int,
@@ -44,7 +46,7 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
         B = min(batch, n_traj - c * batch)
         b0 = done
         done += B
-        gen = generator(seed, "trajectories", c)
+        gen = generator(seed, Stream.TRAJECTORIES, c)
         rows: list[np.ndarray] = []
 
         def observe(i: int, x: torch.Tensor, rows=rows) -> None:
@@ -78,3 +80,14 @@ def collapse_table(times: np.ndarray, nearest: np.ndarray, d_star: np.ndarray,
         "t_collapse": collapse_times(times, nearest).astype(np.float64),
         "nearest_index": nearest[-1].astype(np.int64),
         "d_star": d_star.astype(np.float64)})
+
+
+def collapse_statistics(table: pd.DataFrame) -> dict:
+    """Scalars of a collapse-times table: the mean collapse time with its standard error, the
+    median, the mean d* and the number of distinct final training points."""
+    tc = table["t_collapse"].to_numpy()
+    return {"t_C_measured": float(tc.mean()) if len(tc) else float("nan"),
+            "t_C_measured_se": float(tc.std(ddof=1) / math.sqrt(len(tc))) if len(tc) > 1 else float("nan"),
+            "t_C_median": float(np.median(tc)) if len(tc) else float("nan"),
+            "d_star_mean": float(table["d_star"].mean()),
+            "distinct_final_points": int(table["nearest_index"].nunique())}

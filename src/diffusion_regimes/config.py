@@ -1,40 +1,123 @@
-"""Loading and validation of the workflow configuration.
+"""The configuration layer: schema, defaults, validation, and the facts the rules need.
 
-The JSON Schema is ``workflow/schemas/config.schema.yaml``. :func:`validate_config`
-fills the schema's defaults, then checks the schema and the rules a schema
-cannot say (score models that need a closed form or images), and raises
-:class:`ConfigError` with one line naming the key and the fix.
+It does not import torch (a test checks), so evaluating the workflow's DAG, which
+happens once per job on a cluster, stays cheap. The JSON Schema ships inside the
+package (``schemas/config.schema.yaml``). :func:`validate_config` fills the
+schema's defaults, loads the config's ``plugins`` (data models of the user's own,
+whose classes carry their schema entries), checks the schema and the rules a
+schema cannot say, expands grids, and raises :class:`ConfigError` with one line
+naming the key and the fix.
+
+Here also live the names the rules share with the stages: the score kinds, the
+kinds of the data sources (from the schema's ``x-kind``), and the run options,
+the keys that cannot change a result and therefore reach jobs from the config
+rather than as parameters (a change of them re-runs nothing).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from .io import InputError
-from .schedule import DDPM_STEPS
+from .errors import ConfigError, InputError
+from .schedule import DDPM_STEPS, ddpm_times
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+__all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
+
 #: score models that need a trained network
 NETWORK_SCORES = ("unet",)
 #: score models that can memorise (collapse is measured for them)
 MEMORISING_SCORES = ("empirical",) + NETWORK_SCORES
-#: solvable data models: an exact score (score model ``exact``) and a closed-form class
-ANALYTIC_SOURCES = ("gaussian_mixture", "hierarchical_mixture", "curie_weiss")
+#: every score model
+SCORE_KINDS = ("exact",) + MEMORISING_SCORES
 #: dataset keys that may hold a list: the experiment expands into one per value
 GRID_KEYS = ("d", "n", "beta")
+#: per config block, the keys that cannot change a result (speed, resumption): they reach the
+#: job from the config, not as rule parameters, so changing them re-runs nothing
+RUN_OPTIONS = {"train": ("checkpoint_every", "compile", "channels_last")}
 
 
-class ConfigError(InputError):
-    """A bad configuration; the message is one line naming the key."""
+@lru_cache(maxsize=1)
+def _package_schema() -> dict:
+    text = resources.files("diffusion_regimes").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
 
 
-def load_schema(path: str | Path | None = None) -> dict:
-    with open(path or SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+def load_schema(plugin_entries: dict | None = None) -> dict:
+    """The config schema, with the dataset block assembled from ``$defs/datasets`` and the
+    plugins' entries (name -> JSON Schema of the dataset block, with ``x-kind``)."""
+    schema = copy.deepcopy(_package_schema())
+    entries = {**schema["$defs"]["datasets"], **(plugin_entries or {})}
+    dataset = schema["$defs"]["dataset"]
+    dataset["properties"] = {"source": {"enum": [n for e in entries.values() for n in _source_names(e)]}}
+    dataset["oneOf"] = list(entries.values())
+    return schema
+
+
+def _source_names(entry: dict) -> list[str]:
+    spec = entry.get("properties", {}).get("source", {})
+    return [spec["const"]] if "const" in spec else list(spec.get("enum", []))
+
+
+#: source name -> its dataset schema entry (the built-in ones, and plugins once loaded)
+_SOURCES: dict[str, dict] = {}
+
+
+def source_entry(source: str) -> dict:
+    """The schema entry of a data source (its ``x-kind``, ``x-symmetry``, keys)."""
+    if not _SOURCES:
+        for entry in _package_schema()["$defs"]["datasets"].values():
+            _SOURCES.update(dict.fromkeys(_source_names(entry), entry))
+    if source not in _SOURCES:
+        raise ConfigError(f"config error: unknown dataset source {source!r}; see config/README.md")
+    return _SOURCES[source]
+
+
+def source_kind(source: str) -> str:
+    """``solvable`` or ``images``: the kind of a data source, from its schema entry."""
+    return source_entry(source)["x-kind"]
+
+
+def needs_classifier(exp_cfg: dict) -> bool:
+    """Data without closed-form classes (images) need a trained classifier for cloning."""
+    return source_kind(exp_cfg["dataset"]["source"]) != "solvable"
+
+
+def is_image(exp_cfg: dict) -> bool:
+    return source_kind(exp_cfg["dataset"]["source"]) == "images"
+
+
+def sampler_settings(cfg: dict) -> dict:
+    """The keys of a sampler block that matter (``T`` and ``t_end`` do not on the ddpm grid)."""
+    return {k: v for k, v in cfg.items() if cfg["grid"] != "ddpm" or k not in ("T", "t_end")}
+
+
+def result_keys(block: str, cfg: dict) -> dict:
+    """A config block without its run options (what reaches the rule as a parameter)."""
+    return {k: v for k, v in cfg.items() if k not in RUN_OPTIONS.get(block, ())}
+
+
+def run_options(config: dict, exp: str, block: str) -> dict:
+    """The run options of an experiment's block, read by the job from the whole config."""
+    cfg = config["experiments"][exp][block]
+    return {k: cfg[k] for k in RUN_OPTIONS.get(block, ()) if k in cfg}
+
+
+#: rules whose stage takes run options, and the config block they come from
+_RULE_OPTIONS = {"train": "train"}
+
+
+def job_options(rule: str, config: dict, wildcards) -> dict:
+    """Extra keyword arguments of a job's stage read from the whole config (not params):
+    the run options of the rule's block, e.g. ``{"options": {"checkpoint_every": 500, ...}}``."""
+    block = _RULE_OPTIONS.get(rule)
+    return {"options": run_options(config, wildcards.exp, block)} if block else {}
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -53,11 +136,9 @@ def _fill_defaults(instance, schema: dict, root: dict) -> None:
     if not isinstance(instance, dict):
         return
     props = dict(schema.get("properties", {}))
-    for branch in schema.get("oneOf", []):  # the branch whose const or enum admits the instance
-        bprops = branch.get("properties", {})
-        if all(instance.get(k) == v["const"] for k, v in bprops.items() if "const" in v) and all(
-                instance.get(k) in v["enum"] for k, v in bprops.items() if "enum" in v and k == "source"):
-            props.update(bprops)
+    for branch in schema.get("oneOf", []):  # the branch of a dataset block whose source admits the instance
+        if isinstance(branch, dict) and instance.get("source") in _source_names(branch):
+            props.update(branch.get("properties", {}))
     for key, sub in props.items():
         sub_r = _resolve(sub, root)
         if key not in instance and "default" in sub_r:
@@ -84,28 +165,26 @@ def _describe(err: jsonschema.ValidationError) -> str:
                                                           if allowed else ""))
     if err.validator == "oneOf" and isinstance(err.instance, dict):
         return _describe_branch(where, err)
+    if err.validator == "oneOf" and "x-error" in err.schema:
+        return f"{where}: {err.instance!r} is not {err.schema['x-error']}"
     return f"{where}: {err.message}"
 
 
 def _describe_branch(where: str, err: jsonschema.ValidationError) -> str:
-    """Explain a ``oneOf`` failure by the errors of the branch whose ``const`` matches."""
+    """Explain a ``oneOf`` failure of a dataset block by the errors of the branch of its source."""
     source = err.instance.get("source")
-    def admits(branch: dict) -> bool:
-        spec = branch.get("properties", {}).get("source", {})
-        return spec.get("const") == source or source in spec.get("enum", [])
-
-    branches = [i for i, b in enumerate(err.validator_value) if admits(b)]
+    branches = [i for i, b in enumerate(err.validator_value) if source in _source_names(b)]
     if not branches:
-        choices = [c for b in err.validator_value for c in
-                   ([b["properties"]["source"]["const"]] if "const" in b["properties"]["source"]
-                    else b["properties"]["source"]["enum"])]
+        choices = [n for b in err.validator_value for n in _source_names(b)]
         return f"{where}.source: {source!r} is not one of {choices}"
     subs = [e for e in err.context if e.relative_schema_path[0] == branches[0]]
-    sub = subs[0]
+    sub = min(subs, key=lambda e: len(e.relative_path))
     path = ".".join([where] + [str(p) for p in sub.relative_path])
     if sub.validator == "additionalProperties":
         unknown = sorted(set(sub.instance) - set(sub.schema.get("properties", {})))
         return f"{path}: unknown key {unknown[0]!r} for source {source!r}"
+    if sub.validator == "oneOf" and "x-error" in sub.schema:
+        return f"{path}: {sub.instance!r} is not {sub.schema['x-error']}"
     return f"{path}: {sub.message}"
 
 
@@ -149,13 +228,101 @@ def expand_grids(experiments: dict) -> dict:
     return out
 
 
-def validate_config(config: dict, schema: dict | None = None) -> dict:
+def _plugin_entries(specs: list) -> dict:
+    """Load the plugins and return their data models' schema entries (name -> entry)."""
+    if not specs:
+        return {}
+    if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+        raise _fail("plugins", "give a list of module names or .py file paths")
+    from .datamodels import load_plugins  # torch-free; the plugin modules may import what they like
+
+    entries = {}
+    for cls in load_plugins(specs):
+        entry = copy.deepcopy(cls.schema)
+        entry.setdefault("properties", {})["source"] = {"const": cls.name}
+        entry["x-kind"] = cls.kind
+        entries[cls.name] = entry
+        _SOURCES[cls.name] = entry
+    return entries
+
+
+def _sampler_range(s: dict) -> tuple[float, float]:
+    """(t_end, T) of a sampler block: the ddpm grid's own ends, else the keys."""
+    if s["grid"] == "ddpm":
+        times = ddpm_times()
+        return float(times[0]), float(times[-1])
+    return float(s["t_end"]), float(s["T"])
+
+
+def _check_experiment(name: str, exp: dict) -> None:
+    """The rules of one experiment that the schema cannot say."""
+    where = f"experiments.{name}"
+    source = exp["dataset"]["source"]
+    kind = source_kind(source)
+    for score in exp["scores"]:
+        if score == "exact" and kind != "solvable":
+            raise _fail(f"{where}.scores", f"'exact' needs a solvable data model (source {source!r} is {kind})")
+        if score in NETWORK_SCORES and kind != "images":
+            raise _fail(f"{where}.scores", f"{score!r} needs image data, not source {source}")
+    if exp["symmetry"]["enabled"] and not source_entry(source).get("x-symmetry"):
+        raise _fail(f"{where}.symmetry.enabled", f"the potential is that of the two-Gaussian mixture, not {source}")
+    for key in ("cloning", "collapse"):
+        bt = exp[key]["branch_times"]
+        if any(b <= a for a, b in zip(bt, bt[1:])):
+            raise _fail(f"{where}.{key}.branch_times", "list them in strictly increasing order")
+    for key in ("sampler", "network_sampler"):
+        s = exp[key]
+        if s["grid"] != "ddpm" and not s["t_end"] < s["T"]:
+            raise _fail(f"{where}.{key}.t_end", f"must be below T={s['T']}")
+        if s["grid"] == "ddpm" and s["steps"] > DDPM_STEPS - 1:
+            raise _fail(f"{where}.{key}.steps", f"the ddpm grid has at most {DDPM_STEPS - 1} steps")
+    if exp["cloning"]["time_unit"] == "ou":  # OU branch times must lie inside every sampler that clones
+        used = [("network_sampler" if s in NETWORK_SCORES else "sampler") for s in exp["scores"]]
+        for key in dict.fromkeys(used):
+            lo, hi = _sampler_range(exp[key])
+            bad = [b for b in exp["cloning"]["branch_times"] if not lo <= b <= hi]
+            if bad:
+                raise _fail(f"{where}.cloning.branch_times", f"OU time {bad[0]} is outside the {key}'s grid "
+                            f"[{lo:.4g}, {hi:.4g}]: raise {key}.T or lower the times")
+    _check_shards(where, exp)
+    ent = exp["entropy"]
+    if ent["t_min"] >= ent["t_max"]:
+        raise _fail(f"{where}.entropy.t_min", "must be below t_max")
+    if any(s in NETWORK_SCORES for s in exp["scores"]) and exp["dataset"].get("size"):
+        factor = 2 ** (len(exp["model"]["channel_mult"]) - 1)
+        if exp["dataset"]["size"] % factor:
+            raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "
+                        f"resolutions needs a size divisible by {factor}")
+
+
+def _check_shards(where: str, exp: dict) -> None:
+    """More shards than blocks of work would leave a shard with nothing to do: refused
+    (the block size changes the random numbers, so it is not adjusted behind your back)."""
+    def blocks(n: int, batch: int) -> int:
+        return math.ceil(n / batch)
+
+    c, k, e = exp["cloning"], exp["collapse"], exp["entropy"]
+    limits = {"cloning": (blocks(c["n_pairs"], c["pair_batch"]),
+                          f"ceil(n_pairs / pair_batch) = ceil({c['n_pairs']} / {c['pair_batch']})"),
+              "collapse": (max(blocks(k["n_trajectories"], k["pair_batch"]), blocks(k["n_pairs"], k["pair_batch"])),
+                           f"the blocks of pair_batch = {k['pair_batch']} trajectories or pairs"),
+              "entropy": (e["n_t"], "n_t")}
+    for key, (most, what) in limits.items():
+        if exp[key]["shards"] > most:
+            raise _fail(f"{where}.{key}.shards", f"{exp[key]['shards']} shards but only {most} blocks of work "
+                        f"({what}); use at most {most} shards, or smaller blocks")
+
+
+def validate_config(config: dict) -> dict:
     """Fill defaults into ``config`` (in place) and validate it, expanding grids
     (:func:`expand_grids`); returns it.
 
     Raises :class:`ConfigError` whose message names the offending key.
     """
-    schema = schema or load_schema()
+    if not isinstance(config, dict):
+        raise ConfigError("config error: the config must be a mapping with an 'experiments' key; "
+                          "see config/README.md")
+    schema = load_schema(_plugin_entries(config.get("plugins", [])))
     _fill_defaults(config, schema, schema)
     errors = list(_Validator(schema).iter_errors(config))
     if errors:
@@ -163,53 +330,28 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError(f"config error at {_describe(err)}; see config/README.md")
     config["experiments"] = expand_grids(config["experiments"])
     for name, exp in config["experiments"].items():
-        where = f"experiments.{name}"
-        source = exp["dataset"]["source"]
-        for score in exp["scores"]:
-            if score == "exact" and source not in ANALYTIC_SOURCES:
-                raise _fail(f"{where}.scores", f"'exact' needs a solvable data model (dataset source one of "
-                            f"{', '.join(ANALYTIC_SOURCES)})")
-            if score in NETWORK_SCORES and source in ANALYTIC_SOURCES:
-                raise _fail(f"{where}.scores", f"{score!r} needs image data, not source {source}")
-        if source == "hierarchical_mixture" and exp["dataset"]["d"] % 2:
-            raise _fail(f"{where}.dataset.d", "the hierarchical mixture needs an even d (orthogonal u and v)")
-        if exp["symmetry"]["enabled"] and source != "gaussian_mixture":
-            raise _fail(f"{where}.symmetry.enabled", "the potential is that of the two-Gaussian mixture")
-        for key in ("cloning", "collapse"):
-            bt = exp[key]["branch_times"]
-            if any(b <= a for a, b in zip(bt, bt[1:])):
-                raise _fail(f"{where}.{key}.branch_times", "list them in strictly increasing order")
-        for key in ("sampler", "network_sampler"):
-            s = exp[key]
-            if s["grid"] != "ddpm" and not s["t_end"] < s["T"]:
-                raise _fail(f"{where}.{key}.t_end", f"must be below T={s['T']}")
-            if s["grid"] == "ddpm" and s["steps"] > DDPM_STEPS - 1:
-                raise _fail(f"{where}.{key}.steps", f"the ddpm grid has at most {DDPM_STEPS - 1} steps")
-        ent = exp["entropy"]
-        if ent["t_min"] >= ent["t_max"]:
-            raise _fail(f"{where}.entropy.t_min", "must be below t_max")
-        if any(s in NETWORK_SCORES for s in exp["scores"]) and exp["dataset"].get("size"):
-            factor = 2 ** (len(exp["model"]["channel_mult"]) - 1)
-            if exp["dataset"]["size"] % factor:
-                raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "
-                            f"resolutions needs a size divisible by {factor}")
+        _check_experiment(name, exp)
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file; a missing file or a syntax error is one line naming the file
+    (and the line)."""
     try:
         with open(path) as fh:
             config = yaml.safe_load(fh)
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config {path}{where} is not valid YAML: {problem}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"config {path} must be a mapping with an 'experiments' key")
-    return validate_config(config)
+    return config
 
 
-def needs_classifier(exp_cfg: dict) -> bool:
-    """Data without a closed-form class need a trained classifier for cloning."""
-    return exp_cfg["dataset"]["source"] not in ANALYTIC_SOURCES
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    return validate_config(load_yaml(path))

@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .schedule import delta
+from .schedule import delta, forward_noise
 from .scores import EmpiricalScore
-from .seeding import generator
+from .seeding import Stream, generator
 from .theory import crossing_time
 
 
@@ -52,13 +52,13 @@ def excess_entropy(train: EmpiricalScore, t_values: np.ndarray, n_samples: int, 
     for k, t in enumerate(tqdm(np.asarray(t_values, dtype=np.float64), desc="entropy f(t)",
                                disable=not progress)):
         dt = delta(float(t))
-        gen = generator(seed, "t", keys[k])
+        gen = generator(seed, Stream.TIME_POINT, keys[k])
         vals, controls = [], []
         for b0 in range(0, n_samples, batch):
             B = min(batch, n_samples - b0)
             mu = torch.randint(0, train.n, (B,), generator=gen)
             z = torch.randn(B, train.d, generator=gen, dtype=torch.float64)
-            x = train.a[mu].double() * math.exp(-t) + math.sqrt(dt) * z
+            x = forward_noise(train.a[mu].double(), float(t), z)
             lse, _, _, _ = train._scan(x, float(t), want_mean=False)
             vals.append((lse - (x**2).sum(1) / (2 * dt)) / train.d + 0.5)
             controls.append((z**2).sum(1) / (2 * train.d) - 0.5)
@@ -77,6 +77,11 @@ def _control_variate_mean(v: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     beta = c[0, 1] / c[1, 1] if c[1, 1] > 0 else 0.0
     r = v - beta * w
     return float(r.mean()), float(r.std(ddof=1) / math.sqrt(len(r)))
+
+
+def entropy_times(cfg: dict) -> np.ndarray:
+    """The time points (n_t,) of the Monte Carlo f(t): geometric from ``t_min`` to ``t_max``."""
+    return np.geomspace(cfg["t_min"], cfg["t_max"], cfg["n_t"])
 
 
 def entropy_collapse_time(table: pd.DataFrame, d: int) -> float:

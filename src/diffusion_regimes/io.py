@@ -25,15 +25,14 @@ import pyarrow.parquet as pq
 import torch
 
 from . import __version__
+from .errors import InputError
+
+__all__ = ["InputError", "atomic_path", "write_table", "read_metadata", "read_table", "concat_tables",
+           "save_checkpoint", "load_checkpoint", "make_metadata"]
 
 METADATA_KEY = b"diffusion_regimes"
 #: target size of a Parquet row group: readers hold one at a time
 ROW_GROUP_BYTES = 64 * 2**20
-
-
-class InputError(RuntimeError):
-    """Bad input (config, data file, checkpoint): the message is one line that
-    names the problem and the fix."""
 
 
 @contextmanager
@@ -122,6 +121,12 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> tup
         raise InputError(f"{path}: cannot read columns {columns} ({err}); delete it and re-run "
                          "the stage that makes it") from None
     return df, meta
+
+
+def concat_tables(paths: list[str], key: str) -> pd.DataFrame:
+    """The rows of several tables (the shards of a stage) in one frame, ordered by ``key``."""
+    table = pd.concat([read_table(p)[0] for p in paths], ignore_index=True)
+    return table.sort_values(key, kind="stable").reset_index(drop=True)
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:

@@ -1,13 +1,14 @@
-"""Networks: a DDPM-style U-Net (Ho et al. 2020) predicting the noise, and the
-class classifiers (a small CNN, or torchvision's ResNet-18 without pretrained
-weights).
+"""Raw network architectures: a DDPM-style U-Net (Ho et al. 2020) predicting the
+noise, and the class classifiers (a small CNN, or torchvision's ResNet-18 without
+pretrained weights).
 
 The U-Net is configured by ``channels`` (base width), ``channel_mult`` (one
 entry per resolution), ``num_res_blocks``, ``attention_resolutions`` (indices of
 the resolutions with self-attention, 0 = input resolution) and ``dropout``; the
 paper's network is base 64, mult (1, 2, 4, 4), two blocks, attention at
-resolutions 1 and 2, dropout 0.1. It is conditioned on the OU time t through a
-sinusoidal embedding of ``TIME_SCALE * t`` (1000 DDPM steps span t in [0, 5]).
+resolutions 1 and 2, dropout 0.1. It is conditioned on a noise level ``c_noise``
+through a sinusoidal embedding; the wrapper that owns the noise convention
+(:class:`diffusion_regimes.networks.EpsilonModel`) sets ``c_noise`` from the OU time.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-TIME_SCALE = 200.0
 
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding (B, dim) of OU times t (B,)."""
+def timestep_embedding(c_noise: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding (B, dim) of noise levels c_noise (B,)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = (TIME_SCALE * t.float())[:, None] * freqs[None]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=c_noise.device) / half)
+    args = c_noise.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], 1)
 
 
@@ -62,7 +61,7 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """DDPM U-Net ``eps(x: (B, C, H, W), t: (B,)) -> (B, C, H, W)``; H, W divisible by
+    """DDPM U-Net ``eps(x: (B, C, H, W), c_noise: (B,)) -> (B, C, H, W)``; H, W divisible by
     ``2**(len(channel_mult) - 1)``."""
 
     def __init__(self, in_channels: int = 1, channels: int = 64, channel_mult: tuple = (1, 2, 4, 4),
@@ -107,8 +106,8 @@ class UNet(nn.Module):
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.channels).to(self.inp.weight.dtype))
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(c_noise, self.channels).to(self.inp.weight.dtype))
         h = self.inp(x)
         hs = [h]
         for block in self.down:
@@ -139,6 +138,20 @@ def build_unet(cfg: dict, in_channels: int) -> UNet:
     """U-Net from a config ``model`` block."""
     return UNet(in_channels, cfg["channels"], tuple(cfg["channel_mult"]), cfg["num_res_blocks"],
                 tuple(cfg["attention_resolutions"]), cfg["dropout"])
+
+
+#: network architectures of the score models: name -> builder(config, shape of one sample)
+ARCHITECTURES = {"unet": lambda cfg, shape: build_unet(cfg, shape[0])}
+
+
+def build_network(arch: str, cfg: dict, shape: tuple[int, ...]) -> nn.Module:
+    """A raw noise-predicting network ``net(x: (B, *shape), c_noise: (B,))`` of architecture
+    ``arch`` from its config block, for samples of ``shape``."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown network architecture {arch!r}: use one of {sorted(ARCHITECTURES)}")
+    if arch == "unet" and len(shape) != 3:
+        raise ValueError(f"the U-Net takes images (C, H, W), not samples of shape {tuple(shape)}")
+    return ARCHITECTURES[arch](cfg, shape)
 
 
 CLASSIFIERS = ("small_cnn", "resnet18")

@@ -1,4 +1,4 @@
-"""File layout of the workflow (DESIGN.md section 4), shared by the rules and the
+"""File layout of the workflow (docs/design.md, section 6), shared by the rules and the
 stages that gather files (summary, figures). Paths are relative to the
 working directory of the Snakemake run."""
 

@@ -24,9 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import paths  # noqa: E402
+from .errors import InputError  # noqa: E402
 from .io import atomic_path, read_metadata, read_table  # noqa: E402
-from .theory import PHI_CROSSING, gm_potential, gm_projection_density, phi_of_ratio  # noqa: E402
+from .theory import PHI_AT_T_S, gm_potential, gm_projection_density  # noqa: E402
 
 COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2"}
 
@@ -37,16 +37,18 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def phi_figure(exp: str, scores: list[str], path: Path) -> None:
-    spec = read_metadata(paths.SPECTRUM.format(exp=exp))
+def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], path: Path) -> None:
+    """phi(t) against t/t_S: the cloning table of each score model (``cloning``: score ->
+    path) with its 95 % interval, the closed form where there is one, phi(t_S) and t_S."""
+    spec = read_metadata(spectrum)
     t_S = spec["t_S"]
-    theory, th_meta = read_table(paths.THEORY.format(exp=exp))
+    tables = {score: read_table(p) for score, p in cloning.items()}
+    theory, th_meta = read_table(theory)
     fig, ax = plt.subplots(figsize=(6, 4))
     if theory["phi"].notna().any():
         ax.plot(theory["t"] / t_S, theory["phi"], "k-", lw=1.2, label=f"theory ({th_meta['model']})")
     x_max = 1.0
-    for score in scores:
-        tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
+    for score, (tab, meta) in tables.items():
         m = meta["t_S_measured"]
         x_max = max(x_max, float(tab["t"].max() / t_S))
         ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
@@ -57,15 +59,14 @@ def phi_figure(exp: str, scores: list[str], path: Path) -> None:
         ax.plot(theory["t"] / t_S, theory["phi_super"], "k--", lw=1, label="theory, super-class")
         ax.plot(theory["t"] / t_S, theory["phi_sub"], "k-.", lw=1, label="theory, class within it")
         ax.axvline(t_S2 / t_S, color="grey", ls="-.", lw=1, label=f"$t_{{S2}}$ = {t_S2:.3g} (Λ₂)")
-        for score in scores:
-            tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
+        for score, (tab, meta) in tables.items():
             for level, marker in (("super", "s"), ("sub", "^")):
                 crossing = meta.get(f"t_S_{level}_measured")
                 ax.errorbar(tab["t"] / t_S, tab[f"phi_{level}"], yerr=tab[f"phi_{level}_se"], fmt=marker, ms=4,
                             capsize=2, mfc="none", color=COLORS.get(score),
                             label=f"{score}, {level}: $t_S$ measured "
                                   + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
-    ax.axhline(PHI_CROSSING, color="grey", ls=":", lw=1)
+    ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
     ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_xlim(0, 1.1 * x_max)
     ax.set_xlabel(r"$t / t_S$")
@@ -106,11 +107,14 @@ def _f_axes(ax, title: str, ylim: tuple[float, float]) -> None:
     ax.legend(fontsize=7)
 
 
-def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
-    ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
-    er = emeta
+def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str], phi_c: dict[str, str],
+                    path: Path) -> None:
+    """f(t)/alpha with t_C, and for each memorising score model (``collapse``, ``phi_c``:
+    score -> path) the histogram of collapse times and phi_C(t)."""
+    scores = list(collapse)
+    ent, er = read_table(entropy)
     alpha = er["alpha"]
-    theory, tmeta = read_table(paths.THEORY.format(exp=exp))
+    theory, tmeta = read_table(theory)
     t_C_th = tmeta.get("t_C")
     # no memorising score model (exact scores only): the entropy panel alone
     fig, axes = plt.subplots(1, 3, figsize=(14, 4)) if scores else plt.subplots(1, 1, figsize=(6, 4))
@@ -127,12 +131,12 @@ def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
         _save(fig, path)
         return
     for score in scores:
-        tab, meta = read_table(paths.COLLAPSE_TIMES.format(exp=exp, score=score))
+        tab, meta = read_table(collapse[score])
         axes[1].hist(tab["t_collapse"], bins=_grid_bins(tab["t_collapse"].to_numpy()), alpha=0.5,
                      color=COLORS.get(score),
                      label=f"{score}: mean {meta['t_C_measured']:.3g}")
-        phi_c, _ = read_table(paths.PHI_C.format(exp=exp, score=score))
-        axes[2].errorbar(phi_c["t"], phi_c["phi_c"], yerr=phi_c["phi_c_se"], fmt="o-", ms=3,
+        pc, _ = read_table(phi_c[score])
+        axes[2].errorbar(pc["t"], pc["phi_c"], yerr=pc["phi_c_se"], fmt="o-", ms=3,
                          color=COLORS.get(score), label=score)
     for ax in axes[1:]:
         if er["t_C"] is not None:
@@ -150,13 +154,19 @@ def collapse_figure(exp: str, scores: list[str], path: Path) -> None:
     _save(fig, path)
 
 
-def samples_figure(exp: str, scores: list[str], path: Path) -> None:
-    data_meta = read_metadata(paths.DATA.format(exp=exp))
+def samples_figure(exp: str, data: str, snapshots: dict[str, str], path: Path) -> None:
+    """One trajectory of each score model (``snapshots``: score -> path) at each branch time,
+    its denoised estimate there, and the final image of its clone made there."""
+    data_meta = read_metadata(data)
     shape, mean = data_meta["shape"], np.asarray(data_meta["mean"], dtype=np.float32)
     std = np.asarray(data_meta.get("std", np.ones_like(mean)), dtype=np.float32)
     fig_rows = []
-    for score in scores:
-        tab, _ = read_table(paths.SNAPSHOTS.format(exp=exp, score=score))
+    for score, p in snapshots.items():
+        tab, _ = read_table(p)
+        kinds = set(tab["kind"]) if "kind" in tab else set()
+        if not {"trunk", "trunk_denoised", "clone_final", "trunk_final"} <= kinds:
+            raise InputError(f"{p}: no snapshot of pair 0 (kinds {sorted(kinds)}); delete it and re-run the "
+                             f"cloning of {score}")
         fig_rows.append((score, tab))
     K = int((fig_rows[0][1]["kind"] == "trunk").sum())
     fig, axes = plt.subplots(3 * len(fig_rows), K + 1, figsize=(1.2 * (K + 1), 3.9 * len(fig_rows)),
@@ -189,9 +199,9 @@ def samples_figure(exp: str, scores: list[str], path: Path) -> None:
     _save(fig, path)
 
 
-def symmetry_figure(exp: str, path: Path) -> None:
+def symmetry_figure(exp: str, symmetry: str, path: Path) -> None:
     """V(q, t) at the sampled times, beside the histograms of q with the exact density of q under P_t."""
-    tab, meta = read_table(paths.SYMMETRY.format(exp=exp))
+    tab, meta = read_table(symmetry)
     d, mu, sigma, t_S = meta["d"], meta["mu_tilde"], meta["sigma"], meta["t_S"]
     times = np.unique(tab["t"].to_numpy())[::-1]
     wells = 2 * mu**2 * np.sqrt(d) * np.exp(-times.min())  # outermost minimum of V at the earliest time
@@ -227,25 +237,26 @@ def _member_label(meta: dict) -> str:
     return ", ".join(f"{name} = {meta[k]:g}" for k, name in keys if meta.get(k) is not None)
 
 
-def group_speciation_figure(group: str, members: dict, path: Path) -> None:
-    """phi against t/t_S for every member (its first score model), the closed form of each
-    member where there is one, the line phi = 0.7753 and t/t_S = 1."""
+def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str, str], path: Path) -> None:
+    """phi against t/t_S for every member (``files``: member -> its data, spectrum, theory
+    and cloning paths; ``scores``: member -> the score model of that cloning table), the
+    closed form of each member where there is one, the line phi(t_S) and t/t_S = 1."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cmap = plt.get_cmap("plasma")
-    for k, (exp, scores) in enumerate(members.items()):
-        color = cmap(k / max(len(members), 1))
-        spec = read_metadata(paths.SPECTRUM.format(exp=exp))
-        data = read_metadata(paths.DATA.format(exp=exp))
+    for k, (exp, f) in enumerate(files.items()):
+        color = cmap(k / max(len(files), 1))
+        spec = read_metadata(f["spectrum"])
+        data = read_metadata(f["data"])
         t_S = spec["t_S"]
-        theory, _ = read_table(paths.THEORY.format(exp=exp))
+        theory, _ = read_table(f["theory"])
         if theory["phi"].notna().any():
             ax.plot(theory["t"] / t_S, theory["phi"], color=color, lw=1)
-        score = scores[0]
-        tab, meta = read_table(paths.CLONING.format(exp=exp, score=score))
+        score = scores[exp]
+        tab, meta = read_table(f["cloning"])
         label = f"{_member_label(data)} ({score})"
         ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=tab["phi_se"], fmt="o", ms=3.5, capsize=2, color=color,
                     label=label + f": $t_S$ = {t_S:.3g}")
-    ax.axhline(float(phi_of_ratio(1.0)), color="grey", ls=":", lw=1, label="φ = 0.7753")
+    ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
     ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_xlabel(r"$t / t_S$")
     ax.set_ylabel(r"$\phi(t)$: clones in the same class")
@@ -254,16 +265,17 @@ def group_speciation_figure(group: str, members: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def group_collapse_figure(group: str, members: list[str], path: Path) -> None:
-    """f(t)/alpha with Monte Carlo error bars for every member, the closed form where there
-    is one, and its t_C = 1/2 log(1 + s^2/(n^{2/d} - 1)) marked."""
+def group_collapse_figure(group: str, files: dict[str, dict], path: Path) -> None:
+    """f(t)/alpha with Monte Carlo error bars for every member (``files``: member -> its data,
+    entropy and theory paths), the closed form where there is one, and its
+    t_C = 1/2 log(1 + s^2/(n^{2/d} - 1)) marked."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cmap = plt.get_cmap("plasma")
-    for k, exp in enumerate(members):
-        color = cmap(k / max(len(members), 1))
-        ent, emeta = read_table(paths.ENTROPY.format(exp=exp))
-        theory, tmeta = read_table(paths.THEORY.format(exp=exp))
-        data = read_metadata(paths.DATA.format(exp=exp))
+    for k, f in enumerate(files.values()):
+        color = cmap(k / max(len(files), 1))
+        ent, emeta = read_table(f["entropy"])
+        theory, tmeta = read_table(f["theory"])
+        data = read_metadata(f["data"])
         alpha = emeta["alpha"]
         _f_over_alpha(ax, ent, theory, alpha, color, color, f"{_member_label(data)}: α = {alpha:.3g}")
         if tmeta.get("t_C") is not None:

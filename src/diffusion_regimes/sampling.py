@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .io import InputError
+from .errors import InputError
 from .schedule import delta, time_grid
 from .scores import Score
-from .seeding import generator
+from .seeding import Stream, generator
 
 METHODS = ("euler_maruyama", "ddpm")
 
@@ -54,11 +54,6 @@ class Sampler:
         self.kind = kind
         self.nfe = 0
 
-    @staticmethod
-    def relevant_config(cfg: dict) -> dict:
-        """The keys of a sampler config block that matter (T and t_end do not on the ddpm grid)."""
-        return {k: v for k, v in cfg.items() if cfg["grid"] != "ddpm" or k not in ("T", "t_end")}
-
     @classmethod
     def from_config(cls, cfg: dict) -> Sampler:
         """Build from a config block ``{method, grid, steps, T, t_end}``."""
@@ -84,7 +79,7 @@ class Sampler:
         z = torch.randn(x.shape, generator=generator)
         if self.method == "euler_maruyama":
             return x + h * (x + 2.0 * f) + math.sqrt(2.0 * h) * z
-        beta = -math.expm1(-2.0 * h)
+        beta = delta(h)  # 1 - e^{-2h}: the variance the OU process adds over a step h
         sigma = math.sqrt(beta * delta(t_next) / delta(t))
         return (x + beta * f) / math.sqrt(1.0 - beta) + sigma * z
 
@@ -140,7 +135,7 @@ def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.
     q = np.full((len(idx), n), np.nan)
     for c, start in enumerate(range(0, n, batch)):
         B = min(batch, n - start)
-        gen = generator(seed, "trajectories", c)
+        gen = generator(seed, Stream.TRAJECTORIES, c)
 
         def observe(i: int, x: torch.Tensor, start=start, B=B) -> None:
             if i in where:

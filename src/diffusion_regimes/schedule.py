@@ -9,27 +9,52 @@ A DDPM discrete schedule (linear beta, Ho et al. 2020) maps to OU time through
 float64; :func:`gather` is the one helper that reads per-step values.
 
 Sampling grids are decreasing arrays of OU times ``t_0 = T > t_1 > ... > t_K``.
+
+This module owns the noise convention: :func:`delta` (``Delta_t``), :func:`gamma`
+(``Gamma_t = Delta_t + s^2 e^{-2t}``, the variance at time t of a Gaussian of
+variance ``s^2`` per coordinate) and :func:`forward_noise`. Every other module
+calls them. The functions take Python floats, numpy arrays or torch tensors; the
+module does not import torch (the configuration layer imports it).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
-import torch
 
 DDPM_STEPS = 1000
 DDPM_BETA_MIN = 1e-4
 DDPM_BETA_MAX = 2e-2
 
 
-def delta(t: float | np.ndarray | torch.Tensor):
-    """Noise variance ``Delta_t = 1 - e^{-2t}`` of the OU process at time t."""
-    if isinstance(t, torch.Tensor):
-        return -torch.expm1(-2.0 * t)
+def delta(t):
+    """Noise variance ``Delta_t = 1 - e^{-2t}`` of the OU process at time t (a float, a
+    numpy array or a torch tensor; the result has the same type)."""
     if isinstance(t, np.ndarray):
         return -np.expm1(-2.0 * t)
-    return -math.expm1(-2.0 * t)
+    if isinstance(t, numbers.Real):
+        return -math.expm1(-2.0 * t)
+    return -(-2.0 * t).expm1()  # a torch tensor
+
+
+def gamma(t, sigma: float):
+    """``Gamma_t = Delta_t + sigma^2 e^{-2t}``: the per-coordinate variance at time t of a
+    Gaussian of variance ``sigma^2`` (a class of the mixtures), for float or array t."""
+    if isinstance(t, np.ndarray):
+        return delta(t) + sigma**2 * np.exp(-2 * t)
+    return delta(t) + sigma**2 * math.exp(-2 * t)
+
+
+def forward_noise(a, t, eps):
+    """The forward process at time t: ``x_t = a e^{-t} + sqrt(Delta_t) eps``.
+
+    ``a``, ``eps``: (B, d) clean data and standard normal noise (tensors); ``t``: one
+    OU time (float) or one per row ((B,) tensor)."""
+    if isinstance(t, numbers.Real):
+        return a * math.exp(-t) + math.sqrt(delta(t)) * eps
+    return a * (-t).exp()[:, None] + delta(t).sqrt()[:, None] * eps
 
 
 def ddpm_betas(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
@@ -50,12 +75,14 @@ def ddpm_times(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
     return -0.5 * np.log(ddpm_alpha_bar(steps, beta_min, beta_max))
 
 
-def gather(values: np.ndarray | torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+def gather(values, step):
     """Per-sample schedule values ``values[step - 1]`` (DDPM steps are 1-based).
 
-    ``values``: (steps,) schedule array; ``step``: (B,) int64 in 1..steps.
+    ``values``: (steps,) schedule array; ``step``: (B,) int64 tensor in 1..steps.
     Returns a float32 tensor of shape (B,) on ``step``'s device.
     """
+    import torch
+
     v = torch.as_tensor(values, dtype=torch.float64, device=step.device)
     return v[step - 1].to(torch.float32)
 

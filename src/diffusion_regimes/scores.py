@@ -13,7 +13,11 @@ Samplers, cloning and collapse code see only this callable.
   points, ``P_t(x) = 1/n sum_mu N(x; a_mu e^{-t}, Delta_t I)``, computed with an
   online log-sum-exp blocked over the training points so that memory stays
   ``O(B * block)`` whatever n.
-- :class:`NetworkScore`: a noise-predicting network, ``F = -eps(x, t) / sqrt(Delta_t)``.
+- :class:`diffusion_regimes.networks.NetworkScore`: a noise-predicting network,
+  ``F = -eps(x, t) / sqrt(Delta_t)``.
+
+:func:`score_model` builds the score model of a kind (``exact``, ``empirical``, or a
+network) for a subset: the one factory the stages use.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import Protocol
 
 import torch
 
-from .device import autocast, resolve_channels_last, resolve_device, to_layout
-from .schedule import delta
+from .config import NETWORK_SCORES
+from .errors import InputError
+from .networks import NetworkScore, load_network
+from .schedule import delta, gamma
 
 
 class Score(Protocol):
@@ -44,23 +50,20 @@ class GaussianMixtureScore:
         self.m = m.to(torch.float32)
         self.sigma = float(sigma)
 
-    def _gamma(self, t: float) -> float:
-        return delta(t) + self.sigma**2 * math.exp(-2 * t)
-
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         m_t = self.m.to(x.dtype) * math.exp(-t)
-        gamma = self._gamma(t)
-        proj = torch.tanh(x @ m_t / gamma)
-        return (proj[:, None] * m_t[None, :] - x) / gamma
+        g = gamma(t, self.sigma)
+        proj = torch.tanh(x @ m_t / g)
+        return (proj[:, None] * m_t[None, :] - x) / g
 
     def log_density(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """``log P_t(x)``, shape (B,), differentiable (for tests against autograd)."""
         m_t = self.m.to(x.dtype) * math.exp(-t)
-        gamma = self._gamma(t)
+        g = gamma(t, self.sigma)
         d = x.shape[1]
-        base = -0.5 * d * math.log(2 * math.pi * gamma)
-        lp = -((x - m_t) ** 2).sum(1) / (2 * gamma)
-        lm = -((x + m_t) ** 2).sum(1) / (2 * gamma)
+        base = -0.5 * d * math.log(2 * math.pi * g)
+        lp = -((x - m_t) ** 2).sum(1) / (2 * g)
+        lm = -((x + m_t) ** 2).sum(1) / (2 * g)
         return base + torch.logaddexp(lp, lm) - math.log(2)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,20 +85,20 @@ class MixtureScore:
         self.sigma = float(sigma)
 
     def _logits(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, float]:
-        gamma = delta(t) + self.sigma**2 * math.exp(-2 * t)
+        g = gamma(t, self.sigma)
         c = self.centres.to(x.dtype)
-        return (math.exp(-t) * x @ c.T - 0.5 * math.exp(-2 * t) * self.sq.to(x.dtype)) / gamma, gamma
+        return (math.exp(-t) * x @ c.T - 0.5 * math.exp(-2 * t) * self.sq.to(x.dtype)) / g, g
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        logits, gamma = self._logits(x, t)
-        return (math.exp(-t) * torch.softmax(logits, 1) @ self.centres.to(x.dtype) - x) / gamma
+        logits, g = self._logits(x, t)
+        return (math.exp(-t) * torch.softmax(logits, 1) @ self.centres.to(x.dtype) - x) / g
 
     def log_density(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """``log P_t(x)``, shape (B,), differentiable."""
-        logits, gamma = self._logits(x, t)
+        logits, g = self._logits(x, t)
         d = x.shape[1]
-        return (torch.logsumexp(logits, 1) - math.log(len(self.centres)) - (x * x).sum(1) / (2 * gamma)
-                - 0.5 * d * math.log(2 * math.pi * gamma))
+        return (torch.logsumexp(logits, 1) - math.log(len(self.centres)) - (x * x).sum(1) / (2 * g)
+                - 0.5 * d * math.log(2 * math.pi * g))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class (B,) int64 of final samples: the most likely centre."""
@@ -194,34 +197,19 @@ class EmpiricalScore:
                 - 0.5 * self.d * math.log(2 * math.pi * dt))
 
 
-class NetworkScore:
-    """Score of a noise-predicting network ``eps(x, t)``: ``F = -eps / sqrt(Delta_t)``.
-
-    ``model(x_img: (B, C, H, W), t: (B,)) -> eps`` with OU time t. States stay
-    on the CPU; they go to ``device`` ``batch_size`` rows at a time, so device
-    memory is bounded by the batch size whatever the number of trajectories.
-    ``precision`` ``bf16`` runs the forward pass under bf16 autocast (the score is
-    returned in the states' dtype); channels_last is used on CUDA.
-    """
-
-    def __init__(self, model: torch.nn.Module, shape: tuple[int, int, int], batch_size: int = 512,
-                 device: str = "cpu", precision: str = "fp32"):
-        self.device = resolve_device(device)
-        self.precision = precision
-        self.channels_last = resolve_channels_last(None, self.device)
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=fmt).eval()
-        self.shape = tuple(shape)
-        self.batch_size = int(batch_size)
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        out = torch.empty_like(x)
-        scale = -1.0 / math.sqrt(delta(t))
-        for start in range(0, x.shape[0], self.batch_size):
-            xb = x[start:start + self.batch_size].to(self.device, torch.float32, non_blocking=True)
-            tb = torch.full((xb.shape[0],), float(t), dtype=torch.float32, device=self.device)
-            with autocast(self.device, self.precision):
-                eps = self.model(to_layout(xb.view(-1, *self.shape), self.channels_last), tb)
-            out[start:start + xb.shape[0]] = (eps.float().reshape(xb.shape[0], -1) * scale).to(x.device, x.dtype)
-        return out
+def score_model(kind: str, x: torch.Tensor, model, block: int | None = None, network: str | None = None,
+                sampler: dict | None = None, device: str | None = None) -> Score:
+    """The score model ``kind`` for a subset x (n, d) of data model ``model``
+    (:class:`diffusion_regimes.datamodels.DataModel`): ``exact`` (the model's exact score),
+    ``empirical`` (:class:`EmpiricalScore` with ``block`` training points per block), or a
+    network read from the checkpoint ``network`` and evaluated ``sampler['batch_size']``
+    rows at a time on ``device`` at ``sampler['precision']``."""
+    if kind == "exact":
+        return model.exact_score()
+    if kind == "empirical":
+        return EmpiricalScore(x, block or 4096)
+    if kind in NETWORK_SCORES:
+        sampler = sampler or {}
+        return NetworkScore(load_network(network), sampler.get("batch_size", 512), device or "auto",
+                            sampler.get("precision", "fp32"))
+    raise InputError(f"unknown score model {kind!r}: use one of exact, empirical, {', '.join(NETWORK_SCORES)}")

@@ -1,33 +1,88 @@
-"""Randomness convention: every random draw comes from an explicit
-``torch.Generator`` seeded from the config's master seed and a path of names
-(experiment, stage, score model, chunk index, ...), so that the same seed and
-config give identical outputs on the CPU, and a chunk of work (a block of
-clone pairs, of trajectories, a time point of the entropy) draws the same
-numbers whether it runs alone or with the others."""
+"""Randomness convention: every random draw comes from a generator made here,
+seeded from the config's master seed and a path of names (experiment, a
+:class:`Stream`, score model, block index, ...), so that the same seed and config
+give identical outputs on the CPU, and a chunk of work (a block of clone pairs, of
+trajectories, a time point of the entropy) draws the same numbers whether it runs
+alone or with the others.
+
+The stream names are the members of :class:`Stream`: a stage cannot invent one by
+a typo, and two stages cannot share one by accident. No other module constructs a
+generator or seeds torch's global one (a test checks the source).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
+from enum import Enum
 
-import torch
+import numpy as np
+
+
+class Stream(Enum):
+    """The named random streams of the stages (the value enters the derived seed)."""
+
+    SUBSET = "subset"
+    TRAIN = "train"
+    INIT = "init"  # network weights and dropout (torch's global generator, below)
+    CLASSIFIER = "classifier"
+    CLONING = "cloning"
+    BOOTSTRAP = "bootstrap"
+    COLLAPSE = "collapse"
+    COLLAPSE_CLONING = "collapse-cloning"
+    BOOTSTRAP_COLLAPSE = "bootstrap-collapse"
+    ENTROPY = "entropy"
+    SYMMETRY = "symmetry"
+    # blocks of work inside a stage
+    PAIRS = "pairs"
+    TRAJECTORIES = "trajectories"
+    TIME_POINT = "t"
+    BRANCH = "branch"
+
+
+def _name(value: object) -> str:
+    return value.value if isinstance(value, Stream) else str(value)
 
 
 def derive_seed(seed: int, *names: object) -> int:
-    """A 63-bit seed derived from the master seed and names."""
-    h = hashlib.sha256(":".join([str(seed), *map(str, names)]).encode()).digest()
+    """A 63-bit seed derived from the master seed and names (experiment names, score
+    names and block indices as given, streams as :class:`Stream` members)."""
+    h = hashlib.sha256(":".join([str(seed), *map(_name, names)]).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
 
 
-def generator(seed: int, *names: object) -> torch.Generator:
-    """A CPU generator seeded with :func:`derive_seed`."""
-    return torch.Generator().manual_seed(derive_seed(seed, *names))
+def generator(seed: int, *names: object):
+    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` (``seed`` alone when no
+    names are given)."""
+    import torch
+
+    return torch.Generator().manual_seed(derive_seed(seed, *names) if names else seed)
+
+
+def numpy_generator(seed: int, *names: object) -> np.random.Generator:
+    """A numpy generator seeded with :func:`derive_seed` (``seed`` alone without names)."""
+    return np.random.default_rng(derive_seed(seed, *names) if names else seed)
+
+
+@contextlib.contextmanager
+def global_torch_seed(seed: int, *names: object) -> Iterator[None]:
+    """Seed torch's global generator (network initialisation and dropout draw from it)
+    with :func:`derive_seed` for the duration of the block; the previous global state is
+    restored afterwards, so nothing else in the process depends on what ran inside."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, *names))
+        yield
 
 
 def shard_blocks(n_items: int, batch: int, shard: int = 0, shards: int = 1) -> list[int]:
     """Indices of the blocks of ``batch`` items (pairs, trajectories, time points) that
     shard ``shard`` of ``shards`` computes: a contiguous, near-equal split of the
     ``ceil(n_items / batch)`` blocks. Every block has its own generator, so the
-    shards together compute exactly what one job computes."""
+    shards together compute exactly what one job computes. Configuration validation
+    refuses more shards than blocks, so every shard has work."""
     n_blocks = -(-n_items // batch)
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")

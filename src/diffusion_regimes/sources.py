@@ -26,8 +26,9 @@ ecosystem's own reader where there is one, and never downloads:
   ``batches.meta`` read by torchvision's CIFAR10 class (its md5 check of the
   official files is skipped so that any faithful copy loads).
 
-:func:`load_source` returns a :class:`LabelledImages`; selection of classes and
-per-class counts, resizing and centring are done by :mod:`diffusion_regimes.data`.
+"Each reader returns a :class:`LabelledImages`; the image data models
+(:mod:`diffusion_regimes.datamodels.images`, one class per source) select the
+classes and per-class counts, resize and centre.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _idx_files(source: str, root: Path, tmp: Path) -> Path:
     return raw
 
 
-def _mnist_like(source: str, root: Path) -> LabelledImages:
+def read_mnist_like(source: str, root: Path) -> LabelledImages:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     if not root.is_dir():
@@ -148,7 +149,7 @@ def _mnist_like(source: str, root: Path) -> LabelledImages:
                           images=images[:, None].float() / 255.0)
 
 
-def _cifar10(root: Path) -> LabelledImages:
+def read_cifar10(root: Path) -> LabelledImages:
     from torchvision.datasets import CIFAR10
 
     class _Copy(CIFAR10):  # any faithful copy: existence instead of the official md5 sums
@@ -174,7 +175,7 @@ def _cifar10(root: Path) -> LabelledImages:
     return LabelledImages(labels, np.arange(len(labels), dtype=np.int64), list(ds.classes), images=images)
 
 
-def _celeba(root: Path, attribute: str) -> LabelledImages:
+def read_celeba(root: Path, attribute: str) -> LabelledImages:
     """CelebA's aligned images (``img_align_celeba/*.jpg``) labelled by one attribute of
     ``list_attr_celeba.txt`` (class 0: -1, class 1: +1; e.g. ``Male``: female, male)."""
     attr_file, folder = root / "list_attr_celeba.txt", root / "img_align_celeba"
@@ -222,7 +223,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _imagenet_downsampled(root: Path) -> LabelledImages:
+def read_imagenet_downsampled(root: Path) -> LabelledImages:
     """Downsampled ImageNet (Chrabaszcz et al. 2017): ``train_data_batch_*`` pickles with
     ``data`` (N, 3*H*W) uint8, colour planes in turn, and ``labels`` 1..1000; class k
     (0-based) is label k + 1, named by ``map_clsloc.txt`` (``wnid label name``) when the
@@ -271,7 +272,7 @@ def _decode(blob: bytes, where: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
 
 
-def _lsun(root: Path, categories: list) -> LabelledImages:
+def read_lsun(root: Path, categories: list) -> LabelledImages:
     """LSUN scenes, one category per class: the distributed LMDB databases
     ``{category}_train_lmdb`` (keys -> encoded images), or folders ``{category}/`` of
     image files. Only the selected images are decoded."""
@@ -316,7 +317,7 @@ def _lsun(root: Path, categories: list) -> LabelledImages:
                           [str(c) for c in categories], loader=load)
 
 
-def _lfw_subset() -> LabelledImages:
+def read_lfw_subset() -> LabelledImages:
     """scikit-image's ``lfw_subset``: 100 faces then 100 non-faces, 25x25 grey, in [0, 1]."""
     from skimage.data import lfw_subset
 
@@ -325,43 +326,13 @@ def _lfw_subset() -> LabelledImages:
     return LabelledImages(labels, np.arange(len(images), dtype=np.int64), ["face", "non-face"], images=images)
 
 
-def _sklearn_digits() -> LabelledImages:
+def read_sklearn_digits() -> LabelledImages:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
     return LabelledImages(bunch.target.astype(np.int64), np.arange(len(bunch.target), dtype=np.int64),
                           [str(i) for i in range(10)], images=images)
-
-
-IMAGE_SOURCES = ("sklearn_digits", "lfw_subset", "mnist", "fashion_mnist", "cifar10", "celeba", "imagenet_downsampled",
-                 "lsun")
-
-
-def load_source(dataset: dict) -> LabelledImages:
-    """All images of a source named by ``dataset['source']`` (root: ``dataset['data_root']``)."""
-    source = dataset["source"]
-    if source == "sklearn_digits":
-        return _sklearn_digits()
-    if source == "lfw_subset":
-        return _lfw_subset()
-    default_root = FASHION_MNIST_DEBIAN if source == "fashion_mnist" else None
-    root = dataset.get("data_root") or default_root
-    if root is None:
-        raise InputError(f"dataset source {source!r} needs dataset.data_root (the folder of its files); "
-                         f"get the data from {WHERE[source]}")
-    root = Path(root).expanduser()
-    if source in ("mnist", "fashion_mnist"):
-        return _mnist_like(source, root)
-    if source == "cifar10":
-        return _cifar10(root)
-    if source == "celeba":
-        return _celeba(root, dataset.get("attribute") or "Male")
-    if source == "imagenet_downsampled":
-        return _imagenet_downsampled(root)
-    if source == "lsun":
-        return _lsun(root, list(dataset["classes"]))
-    raise InputError(f"unknown dataset source {source!r}: use one of {IMAGE_SOURCES}")
 
 
 def class_index(source: LabelledImages, name: int | str) -> int:

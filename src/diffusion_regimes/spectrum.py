@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from .seeding import numpy_generator
+
 #: largest min(n, d) diagonalised densely by the ``auto`` method
 DENSE_MAX = 4096
 METHODS = ("auto", "dense", "iterative")
@@ -87,7 +89,7 @@ def covariance_eigenvalues(x: torch.Tensor, top: int | None = None, method: str 
         return (out.double() / n).numpy()
 
     op = LinearOperator((m, m), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(0).standard_normal(m)  # deterministic start
+    v0 = numpy_generator(0).standard_normal(m)  # a deterministic start vector
     ev = eigsh(op, k=k, which="LA", return_eigenvectors=False, v0=v0, tol=1e-6)
     return np.sort(np.clip(ev, 0.0, None))[::-1]
 

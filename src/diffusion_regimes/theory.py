@@ -6,7 +6,7 @@ Two-Gaussian mixture ``a ~ 1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)``, ``|m|^2 = mu^2
   class, ``phi(t) = 1/2 int dy (G+^2 + G-^2)/(G+ + G-)`` with
   ``G+-(y) = N(y; +-|m| e^{-t}, Gamma_t)``, ``Gamma_t = Delta_t + s^2 e^{-2t}``.
   Writing ``r = |m| e^{-t} / sqrt(Gamma_t)`` it equals ``E_z[sigmoid(2 r^2 + 2 r z)]``,
-  ``z ~ N(0, 1)``, computed by Gauss-Hermite quadrature; ``phi -> 0.775`` at
+  ``z ~ N(0, 1)``, computed by Gauss-Hermite quadrature; ``phi -> 0.77520`` (:data:`PHI_AT_T_S`) at
   ``t_S`` as d -> infinity (r -> 1).
 - collapse: ``f(t) = alpha + 1/2 log(Delta_t / (Delta_t + s^2 e^{-2t}))``,
   ``alpha = log(n)/d``, zero at ``t_C = 1/2 log(1 + s^2/(n^{2/d} - 1))``.
@@ -24,11 +24,8 @@ import math
 
 import numpy as np
 
-from .schedule import delta
+from .schedule import delta, gamma
 
-#: The measured t_S is where phi crosses this level: phi(t_S) of the Gaussian
-#: mixture as d -> infinity (``phi_of_ratio(1.0)`` = 0.7752), rounded as in the paper.
-PHI_CROSSING = 0.775
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(160)
 _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 
@@ -40,6 +37,12 @@ def phi_of_ratio(r: np.ndarray | float) -> np.ndarray:
     return (0.5 * (1.0 + np.tanh(0.5 * logits)) * _GH_WEIGHTS).sum(-1)
 
 
+#: phi at t_S in the closed form (the Gaussian mixture as d -> infinity, where the
+#: signal-to-noise ratio r is 1 at t_S): 0.77520. The one level of the project: the
+#: measured t_S is where phi crosses it, and the figures draw it.
+PHI_AT_T_S = float(phi_of_ratio(1.0))
+
+
 def gm_phi(t: np.ndarray | float, m_norm: float, sigma: float) -> np.ndarray:
     """Exact clone agreement phi(t) of the two-Gaussian mixture, shape of ``t``.
 
@@ -47,8 +50,7 @@ def gm_phi(t: np.ndarray | float, m_norm: float, sigma: float) -> np.ndarray:
     """
     t = np.asarray(t, dtype=np.float64)
     m_t = m_norm * np.exp(-t)
-    gamma = delta(t) + sigma**2 * np.exp(-2 * t)
-    return phi_of_ratio(m_t / np.sqrt(gamma))
+    return phi_of_ratio(m_t / np.sqrt(gamma(t, sigma)))
 
 
 def gm_lambda(d: int, mu_tilde: float, sigma: float) -> float:
@@ -84,17 +86,17 @@ def gm_potential(q: np.ndarray, t: float, d: int, mu_tilde: float, sigma: float 
     ``q^2/2 - 2 mu^2 log cosh(q e^{-t} sqrt(d))``), and noise of variance ``2 mu^2``
     per unit time. One well above t_S, two below: the symmetry breaking."""
     q = np.asarray(q, dtype=np.float64)
-    gamma = float(delta(t)) + sigma**2 * math.exp(-2 * t)
-    z = q * math.sqrt(d) * math.exp(-t) / gamma
+    g = float(gamma(float(t), sigma))
+    z = q * math.sqrt(d) * math.exp(-t) / g
     logcosh = np.abs(z) + np.log1p(np.exp(-2 * np.abs(z))) - math.log(2)
-    return (2 / gamma - 1) * q**2 / 2 - 2 * mu_tilde**2 * logcosh
+    return (2 / g - 1) * q**2 / 2 - 2 * mu_tilde**2 * logcosh
 
 
 def gm_projection_density(q: np.ndarray, t: float, d: int, mu_tilde: float, sigma: float = 1.0) -> np.ndarray:
     """Exact density of ``q = x . m / sqrt(d)`` under P_t: ``1/2 N(+c, mu^2 Gamma_t) + 1/2 N(-c, mu^2 Gamma_t)``
     with ``c = mu^2 sqrt(d) e^{-t}`` (what the histograms of sampled q should follow)."""
     q = np.asarray(q, dtype=np.float64)
-    var = mu_tilde**2 * (float(delta(t)) + sigma**2 * math.exp(-2 * t))
+    var = mu_tilde**2 * float(gamma(float(t), sigma))
     c = mu_tilde**2 * math.sqrt(d) * math.exp(-t)
     norm = 1.0 / math.sqrt(2 * math.pi * var)
     return 0.5 * norm * (np.exp(-(q - c) ** 2 / (2 * var)) + np.exp(-(q + c) ** 2 / (2 * var)))
@@ -103,8 +105,7 @@ def gm_projection_density(q: np.ndarray, t: float, d: int, mu_tilde: float, sigm
 def gm_excess_entropy(t: np.ndarray | float, n: int, d: int, sigma: float) -> np.ndarray:
     """Closed-form excess entropy ``f(t) = log(n)/d + 1/2 log(Delta/(Delta + s^2 e^{-2t}))``."""
     t = np.asarray(t, dtype=np.float64)
-    dt = delta(t)
-    return math.log(n) / d + 0.5 * np.log(dt / (dt + sigma**2 * np.exp(-2 * t)))
+    return math.log(n) / d + 0.5 * np.log(delta(t) / gamma(t, sigma))
 
 
 def gm_collapse_time(n: int, d: int, sigma: float) -> float:

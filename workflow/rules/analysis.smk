@@ -6,8 +6,8 @@ rule entropy_shard:
         entropy=paths.ENTROPY_SHARD,
     params:
         exp="{exp}",
-        entropy=entropy_params,
-        block=block_param,
+        entropy=experiment("entropy"),
+        block=experiment("block"),
         seed=config["seed"],
         shard=shard_param,
     log:
@@ -31,7 +31,7 @@ rule entropy:
         entropy=paths.ENTROPY,
     params:
         exp="{exp}",
-        entropy=entropy_params,
+        entropy=experiment("entropy"),
         seed=config["seed"],
     log:
         log_path("entropy"),
@@ -53,7 +53,7 @@ rule theory:
     output:
         theory=paths.THEORY,
     params:
-        theory=theory_params,
+        theory=experiment("theory"),
     log:
         log_path("theory"),
     benchmark:
@@ -69,12 +69,10 @@ rule theory:
 
 rule table1:
     input:
-        summary_inputs,
+        summary=paths.SUMMARY,
     output:
         table=paths.TABLE1,
         markdown=report(paths.TABLE1_MD, caption="../report/table1.rst", category="Summary"),
-    params:
-        experiments=experiments_param,
     log:
         f"{paths.LOGS}/table1.log",
     benchmark:
@@ -90,7 +88,7 @@ rule table1:
 
 rule summary:
     input:
-        summary_inputs,
+        unpack(summary_inputs),
     output:
         summary=paths.SUMMARY,
         table=report(paths.SUMMARY_TSV, caption="../report/summary.rst", category="Summary"),
@@ -117,8 +115,8 @@ rule symmetry:
         symmetry=paths.SYMMETRY,
     params:
         exp="{exp}",
-        symmetry=symmetry_params,
-        sampler=analytic_sampler_params,
+        symmetry=experiment("symmetry"),
+        sampler=sampler_params,
         seed=config["seed"],
     log:
         log_path("symmetry"),

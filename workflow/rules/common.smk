@@ -1,7 +1,16 @@
-# Helpers of the rules: paths, per-rule params and inputs. No logic beyond wiring.
+# Helpers of the rules: paths, per-rule params and inputs. No logic beyond wiring; plain
+# parameter look-ups use Snakemake's lookup(). Nothing here imports torch: the DAG is
+# evaluated once per job on a cluster.
 from diffusion_regimes import paths
-from diffusion_regimes.config import ANALYTIC_SOURCES, MEMORISING_SCORES, NETWORK_SCORES, needs_classifier
-from diffusion_regimes.sampling import Sampler
+from diffusion_regimes.config import (
+    MEMORISING_SCORES,
+    NETWORK_SCORES,
+    SCORE_KINDS,
+    is_image,
+    needs_classifier,
+    result_keys,
+    sampler_settings,
+)
 
 EXPERIMENTS = config["experiments"]
 # software of every rule for --software-deployment-method conda (the package itself
@@ -12,7 +21,7 @@ CONDA_ENV = "../envs/runtime.yaml"
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     group="|".join(sorted({c["group"] for c in EXPERIMENTS.values() if c["group"]})) or "no-group",
-    score="exact|empirical|unet",
+    score="|".join(SCORE_KINDS),
     shard=r"\d+",
 
 
@@ -22,8 +31,9 @@ def minutes(base):
     return lambda wildcards, attempt: base * attempt
 
 
-def exp_cfg(wildcards):
-    return EXPERIMENTS[wildcards.exp]
+def experiment(block):
+    """Look-up of an experiment's config block (a function of the job's wildcards)."""
+    return lookup(dpath=f"experiments/{{exp}}/{block}", within=config)
 
 
 def log_path(stage, per_score=False):
@@ -34,21 +44,15 @@ def bench_path(stage, per_score=False):
     return f"{paths.BENCHMARKS}/{{exp}}/" + ("{score}/" if per_score else "") + f"{stage}.tsv"
 
 
-def is_image(exp):
-    return EXPERIMENTS[exp]["dataset"]["source"] not in ANALYTIC_SOURCES
+def exp_cfg(wildcards):
+    return EXPERIMENTS[wildcards.exp]
 
 
-# ---- params: every hyperparameter reaches a rule through params
-def dataset_params(wildcards):
-    return exp_cfg(wildcards)["dataset"]
-
-
-def model_params(wildcards):
-    return exp_cfg(wildcards)["model"]
-
-
+# ---- params that are not a plain look-up
 def train_params(wildcards):
-    return exp_cfg(wildcards)["train"]
+    """The train block without its run options (they cannot change the result, so they
+    reach the job from the config and a change of them re-runs nothing)."""
+    return result_keys("train", exp_cfg(wildcards)["train"])
 
 
 def classifier_params(wildcards):
@@ -64,24 +68,16 @@ def min_accuracy_param(wildcards):
 
 # A sampling stage runs as shards (its sampling keys) and a gather (n_bootstrap only), so
 # that a change of n_bootstrap re-runs the gather without re-sampling.
-def cloning_params(wildcards):
-    return {k: v for k, v in exp_cfg(wildcards)["cloning"].items() if k != "n_bootstrap"}
+def sampling_params(stage):
+    def params(wildcards):
+        return {k: v for k, v in exp_cfg(wildcards)[stage].items() if k != "n_bootstrap"}
+    return params
 
 
-def cloning_gather_params(wildcards):
-    return {"n_bootstrap": exp_cfg(wildcards)["cloning"]["n_bootstrap"]}
-
-
-def collapse_params(wildcards):
-    return {k: v for k, v in exp_cfg(wildcards)["collapse"].items() if k != "n_bootstrap"}
-
-
-def collapse_gather_params(wildcards):
-    return {"n_bootstrap": exp_cfg(wildcards)["collapse"]["n_bootstrap"]}
-
-
-def shard_param(wildcards):
-    return int(wildcards.shard)
+def bootstrap_params(stage):
+    def params(wildcards):
+        return {"n_bootstrap": exp_cfg(wildcards)[stage]["n_bootstrap"]}
+    return params
 
 
 def shard_files(template, stage):
@@ -92,51 +88,19 @@ def shard_files(template, stage):
     return files
 
 
+def shard_param(wildcards):
+    return int(wildcards.shard)
+
+
 def sampler_params(wildcards):
     """The sampler of this score model (network_sampler for networks), relevant keys only."""
-    key = "network_sampler" if wildcards.score in NETWORK_SCORES else "sampler"
-    return Sampler.relevant_config(exp_cfg(wildcards)[key])
-
-
-def block_param(wildcards):
-    return exp_cfg(wildcards)["block"]
+    key = "network_sampler" if getattr(wildcards, "score", None) in NETWORK_SCORES else "sampler"
+    return sampler_settings(exp_cfg(wildcards)[key])
 
 
 def score_block_param(wildcards):
     """Block size of the empirical score, for the jobs whose score model is empirical."""
     return exp_cfg(wildcards)["block"] if wildcards.score == "empirical" else None
-
-
-def symmetry_params(wildcards):
-    return exp_cfg(wildcards)["symmetry"]
-
-
-def analytic_sampler_params(wildcards):
-    return Sampler.relevant_config(exp_cfg(wildcards)["sampler"])
-
-
-def group_members_param(wildcards):
-    return groups()[wildcards.group]
-
-
-def group_inputs(wildcards):
-    files = []
-    for exp, scores in groups()[wildcards.group].items():
-        files += [paths.DATA.format(exp=exp), paths.SPECTRUM.format(exp=exp), paths.THEORY.format(exp=exp),
-                  paths.ENTROPY.format(exp=exp), paths.CLONING.format(exp=exp, score=scores[0])]
-    return files
-
-
-def entropy_params(wildcards):
-    return exp_cfg(wildcards)["entropy"]
-
-
-def spectrum_params(wildcards):
-    return exp_cfg(wildcards)["spectrum"]
-
-
-def theory_params(wildcards):
-    return exp_cfg(wildcards)["theory"]
 
 
 def device_param(wildcards):
@@ -155,6 +119,18 @@ def network_device_param(wildcards):
 
 def train_state(wildcards):
     return paths.TRAIN_STATE.format(exp=wildcards.exp, score=wildcards.score)
+
+
+def scores_param(wildcards):
+    return list(EXPERIMENTS[wildcards.exp]["scores"])
+
+
+def experiments_param(wildcards):
+    return {exp: list(cfg["scores"]) for exp, cfg in EXPERIMENTS.items()}
+
+
+def group_members_param(wildcards):
+    return groups()[wildcards.group]
 
 
 # ---- inputs
@@ -177,17 +153,23 @@ def memorising(exp):
 
 
 def experiment_tables(exp):
+    """The tables of one experiment that the summary and its figures read, by kind."""
     scores = EXPERIMENTS[exp]["scores"]
-    tables = [paths.SPECTRUM.format(exp=exp), paths.ENTROPY.format(exp=exp),
-              paths.THEORY.format(exp=exp)]
-    tables += [paths.CLONING.format(exp=exp, score=s) for s in scores]
-    tables += [paths.COLLAPSE_TIMES.format(exp=exp, score=s) for s in memorising(exp)]
-    tables += [paths.PHI_C.format(exp=exp, score=s) for s in memorising(exp)]
-    return tables
+    return {"spectrum": paths.SPECTRUM.format(exp=exp), "entropy": paths.ENTROPY.format(exp=exp),
+            "theory": paths.THEORY.format(exp=exp),
+            "cloning": [paths.CLONING.format(exp=exp, score=s) for s in scores],
+            "collapse": [paths.COLLAPSE_TIMES.format(exp=exp, score=s) for s in memorising(exp)],
+            "phi_c": [paths.PHI_C.format(exp=exp, score=s) for s in memorising(exp)]}
 
 
 def summary_inputs(wildcards):
-    return [t for exp in EXPERIMENTS for t in experiment_tables(exp)]
+    """Per experiment, in config order: spectrum, entropy, theory; per (experiment, score):
+    cloning; per (experiment, memorising score): collapse times (the summary stage zips them
+    with its experiments parameter)."""
+    tables = [experiment_tables(exp) for exp in EXPERIMENTS]
+    return {"spectrum": [t["spectrum"] for t in tables], "entropy": [t["entropy"] for t in tables],
+            "theory": [t["theory"] for t in tables], "cloning": [f for t in tables for f in t["cloning"]],
+            "collapse": [f for t in tables for f in t["collapse"]]}
 
 
 def figure_inputs(wildcards):
@@ -195,16 +177,20 @@ def figure_inputs(wildcards):
 
 
 def samples_inputs(wildcards):
-    return [paths.DATA.format(exp=wildcards.exp)] + [
-        paths.SNAPSHOTS.format(exp=wildcards.exp, score=s) for s in EXPERIMENTS[wildcards.exp]["scores"]]
+    return {"data": paths.DATA.format(exp=wildcards.exp),
+            "snapshots": [paths.SNAPSHOTS.format(exp=wildcards.exp, score=s)
+                          for s in EXPERIMENTS[wildcards.exp]["scores"]]}
 
 
-def experiments_param(wildcards):
-    return {exp: list(cfg["scores"]) for exp, cfg in EXPERIMENTS.items()}
-
-
-def scores_param(wildcards):
-    return list(EXPERIMENTS[wildcards.exp]["scores"])
+def group_inputs(wildcards):
+    """Per member of the group, in order: data, spectrum, theory, entropy, and the cloning
+    table of its first score model."""
+    members = groups()[wildcards.group]
+    return {"data": [paths.DATA.format(exp=e) for e in members],
+            "spectrum": [paths.SPECTRUM.format(exp=e) for e in members],
+            "theory": [paths.THEORY.format(exp=e) for e in members],
+            "entropy": [paths.ENTROPY.format(exp=e) for e in members],
+            "cloning": [paths.CLONING.format(exp=e, score=s[0]) for e, s in members.items()]}
 
 
 def symmetry_enabled(exp):
@@ -222,9 +208,9 @@ def groups():
 
 def all_outputs():
     outs = [paths.SUMMARY, paths.TABLE1, paths.TABLE1_MD]
-    for exp in EXPERIMENTS:
+    for exp, cfg in EXPERIMENTS.items():
         outs += [paths.FIG_PHI.format(exp=exp), paths.FIG_COLLAPSE.format(exp=exp)]
-        if is_image(exp):
+        if is_image(cfg):
             outs.append(paths.FIG_SAMPLES.format(exp=exp))
         if symmetry_enabled(exp):
             outs.append(paths.FIG_SYMMETRY.format(exp=exp))

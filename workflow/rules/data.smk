@@ -3,7 +3,7 @@ rule subset:
         data=paths.DATA,
     params:
         exp="{exp}",
-        dataset=dataset_params,
+        dataset=experiment("dataset"),
         seed=config["seed"],
     log:
         log_path("subset"),
@@ -24,7 +24,7 @@ rule spectrum:
     output:
         spectrum=paths.SPECTRUM,
     params:
-        spectrum=spectrum_params,
+        spectrum=experiment("spectrum"),
     log:
         log_path("spectrum"),
     benchmark:

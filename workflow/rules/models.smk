@@ -1,12 +1,16 @@
+# Both take the spectrum as an ordering-only input (ancient: never a reason to re-run), so that
+# data without a speciation regime (Lambda <= 1, refused by the spectrum stage) stop before
+# any network is trained.
 rule train:
     input:
         data=paths.DATA,
+        spectrum=ancient(paths.SPECTRUM),
     output:
         model=paths.MODEL,
         log=paths.TRAIN_LOG,
     params:
         exp="{exp}",
-        model=model_params,
+        model=experiment("model"),
         train=train_params,
         seed=config["seed"],
         state=train_state,
@@ -30,6 +34,7 @@ rule train:
 rule classifier:
     input:
         data=paths.DATA,
+        spectrum=ancient(paths.SPECTRUM),
     output:
         classifier=paths.CLASSIFIER,
     params:

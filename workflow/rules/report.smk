@@ -7,7 +7,7 @@ localrules:
 
 rule figures:
     input:
-        figure_inputs,
+        unpack(figure_inputs),
     output:
         phi=report(
             paths.FIG_PHI,
@@ -36,7 +36,7 @@ rule figures:
 
 rule samples:
     input:
-        samples_inputs,
+        unpack(samples_inputs),
     output:
         samples=report(
             paths.FIG_SAMPLES,
@@ -59,7 +59,7 @@ rule samples:
 
 rule symmetry_figure:
     input:
-        paths.SYMMETRY,
+        symmetry=paths.SYMMETRY,
     output:
         figure=report(
             paths.FIG_SYMMETRY,
@@ -71,6 +71,8 @@ rule symmetry_figure:
         exp="{exp}",
     log:
         log_path("symmetry_figure"),
+    benchmark:
+        bench_path("symmetry_figure")
     conda:
         CONDA_ENV
     script:
@@ -79,7 +81,7 @@ rule symmetry_figure:
 
 rule group_figures:
     input:
-        group_inputs,
+        unpack(group_inputs),
     output:
         speciation=report(
             paths.FIG_GROUP_SPECIATION,
@@ -98,6 +100,8 @@ rule group_figures:
         members=group_members_param,
     log:
         f"{paths.LOGS}/groups/{{group}}/figures.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/groups/{{group}}/figures.tsv"
     conda:
         CONDA_ENV
     script:

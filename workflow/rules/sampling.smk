@@ -12,7 +12,7 @@ rule cloning_shard:
     params:
         exp="{exp}",
         score="{score}",
-        cloning=cloning_params,
+        cloning=sampling_params("cloning"),
         sampler=sampler_params,
         block=score_block_param,
         min_accuracy=min_accuracy_param,
@@ -44,7 +44,7 @@ rule cloning:
     params:
         exp="{exp}",
         score="{score}",
-        cloning=cloning_gather_params,
+        cloning=bootstrap_params("cloning"),
         seed=config["seed"],
     log:
         log_path("cloning", per_score=True),
@@ -68,9 +68,9 @@ rule collapse_shard:
     params:
         exp="{exp}",
         score="{score}",
-        collapse=collapse_params,
+        collapse=sampling_params("collapse"),
         sampler=sampler_params,
-        block=block_param,
+        block=experiment("block"),
         seed=config["seed"],
         shard=shard_param,
         device=network_device_param,
@@ -99,7 +99,7 @@ rule collapse:
     params:
         exp="{exp}",
         score="{score}",
-        collapse=collapse_gather_params,
+        collapse=bootstrap_params("collapse"),
         seed=config["seed"],
     log:
         log_path("collapse", per_score=True),

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from scipy.special import gammaln, logsumexp
 
-from .schedule import delta
+from ..schedule import delta, speciation_time
+from . import DataModel, Subset, register
 
 
 def magnetisation_law(d: int, beta: float, J: float = 1.0, h: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -154,3 +155,33 @@ def enumerate_log_density(x: torch.Tensor, t: float, beta: float, J: float = 1.0
     dt = delta(t)
     logits = log_p0[None] + math.exp(-t) * (x @ a.T) / dt - d * math.exp(-2 * t) / (2 * dt)
     return torch.logsumexp(logits, 1) - (x**2).sum(1) / (2 * dt)
+
+
+@register
+class CurieWeiss(DataModel):
+    """Curie–Weiss spins (``d``, ``n``, ``beta``, ``J``, ``h``); the class is the sign of the
+    magnetisation (M <= 0 -> 0)."""
+
+    name = "curie_weiss"
+    kind = "solvable"
+
+    @classmethod
+    def sample(cls, dataset: dict, generator) -> Subset:
+        x = sample_spins(dataset["n"], dataset["d"], dataset["beta"], dataset["J"], dataset["h"], generator)
+        labels = cls.classify(x).numpy()
+        meta = {"shape": [dataset["d"]], "mean": [0.0], "classes": ["M <= 0", "M > 0"], "source": cls.name,
+                "beta": dataset["beta"], "J": dataset["J"], "h": dataset["h"]}
+        return Subset(x, labels, np.arange(len(labels), dtype=np.int64), meta)
+
+    def exact_score(self) -> CurieWeissScore:
+        return CurieWeissScore(self.meta["d"], self.meta["beta"], self.meta["J"], self.meta["h"])
+
+    @staticmethod
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        return CurieWeissScore.classify(x)
+
+    def theory(self, t: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+        lam = cw_lambda(self.meta["d"], self.meta["beta"], self.meta["J"], self.meta["h"])
+        nan = np.full_like(t, np.nan)
+        return {"phi": nan, "f": nan}, {"Lambda_population": lam, "t_S_population": speciation_time(lam),
+                                        "beta": self.meta["beta"], "J": self.meta["J"], "h": self.meta["h"]}

@@ -1,0 +1,174 @@
+"""Data models: one class per data source, found by name in a registry.
+
+A data model knows how to make its subset (:meth:`DataModel.sample`) and, built
+from the subset's metadata, everything the stages need that depends on the
+source: its exact score and closed-form classes (solvable models), extra levels of
+class agreement, its theory columns and population Lambda, the paper's Lambda for
+Table 1. Stages look a model up by the ``source`` of the config or the metadata;
+none of them tests a source by name.
+
+Adding a data model is one class, registered with :func:`register`, plus its
+entry in the config schema (``$defs/datasets`` of ``schemas/config.schema.yaml``,
+with ``x-kind``): a built-in one in a module of this package (every module here
+is imported when a model is first looked up), a user's one in a module named by
+the config's top-level ``plugins`` list, whose class carries its schema entry as
+``schema`` (see ``docs/design.md``).
+
+This module does not import torch, so the configuration layer can load plugins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError
+
+#: the kinds of data model: ``solvable`` (vectors with an exact score, closed-form
+#: classes and theory) and ``images`` (image files; classes from a trained classifier)
+KINDS = ("solvable", "images")
+
+
+@dataclass
+class Subset:
+    """What :meth:`DataModel.sample` makes: ``x`` (n, d) float32 tensor, ``labels`` (n,)
+    int64 classes, ``source_index`` (n,) int64 positions in the source, and ``meta``
+    (at least ``shape``, ``mean``, ``classes``, ``source`` and the model's parameters)."""
+
+    x: Any
+    labels: np.ndarray
+    source_index: np.ndarray
+    meta: dict
+
+
+class DataModel:
+    """A data source. Class attributes: ``name`` (the config's ``dataset.source``),
+    ``kind`` (one of :data:`KINDS`), ``schema`` (a plugin's schema entry, else None).
+    Instances are built from a subset's metadata: ``DataModel(meta)``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    schema: ClassVar[dict | None] = None
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+
+    # --- making the data
+    @classmethod
+    def sample(cls, dataset: dict, generator) -> Subset:
+        """The subset of a config ``dataset`` block, drawn with ``generator``."""
+        raise NotImplementedError
+
+    @classmethod
+    def planned_shape(cls, dataset: dict) -> tuple[int, ...]:
+        """Shape of one sample that :meth:`sample` will make, without reading data."""
+        return (int(dataset["d"]),)
+
+    # --- score and classes
+    def exact_score(self):
+        """The exact score of the population (solvable models)."""
+        raise InputError(f"source {self.name!r} has no exact score: use the empirical or a network score")
+
+    def classify(self, x):
+        """Closed-form class (B,) int64 of final samples x (B, d) (solvable models); image
+        sources return None (their classes come from a trained classifier)."""
+        return None
+
+    def agreement_levels(self, trunk: np.ndarray, clone: np.ndarray) -> dict[str, np.ndarray]:
+        """Extra levels of class agreement for cloning: name -> (K, P) bool, from the trunk
+        labels (P,) and the clone labels (K, P). None by default."""
+        return {}
+
+    # --- theory
+    def theory(self, t: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+        """Closed-form columns on OU times t (``phi``, ``f`` and any extra, NaN where there
+        is none) and scalar results (``t_C``, ``Lambda_population``, ...)."""
+        nan = np.full_like(t, np.nan)
+        return {"phi": nan, "f": nan}, {}
+
+    def reference_lambda(self) -> float | None:
+        """Lambda of the paper's Table 1 for this data set and size, where it has one."""
+        return None
+
+
+#: name -> data model class
+REGISTRY: dict[str, type[DataModel]] = {}
+_builtins_loaded = False
+
+
+def register(cls: type[DataModel]) -> type[DataModel]:
+    """Class decorator: add a data model to the registry under ``cls.name``."""
+    if cls.kind not in KINDS:
+        raise TypeError(f"data model {cls.__name__}: kind {cls.kind!r} is not one of {KINDS}")
+    other = REGISTRY.get(cls.name)
+    if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"data model name {cls.name!r} is taken by {other.__module__}.{other.__qualname__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        for info in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{info.name}")
+        _builtins_loaded = True
+
+
+def data_model(source: str) -> type[DataModel]:
+    """The data model class registered under ``source``."""
+    _load_builtins()
+    if source not in REGISTRY:
+        raise InputError(f"unknown dataset source {source!r}: use one of {sorted(REGISTRY)} "
+                         "(or name the module of your own in the config's plugins)")
+    return REGISTRY[source]
+
+
+def for_meta(meta: dict) -> DataModel:
+    """The data model of a subset, from its metadata (``meta['source']``)."""
+    return data_model(meta["source"])(meta)
+
+
+def builtin_models() -> dict[str, type[DataModel]]:
+    """Every registered data model (the built-in ones and the plugins loaded so far)."""
+    _load_builtins()
+    return dict(REGISTRY)
+
+
+def load_plugins(specs: list[str]) -> list[type[DataModel]]:
+    """Import the plugin modules named in the config (a module name, or the path of a
+    ``.py`` file relative to the working directory) and return the data models they
+    register (each must carry its ``schema`` entry)."""
+    found = []
+    for spec in specs:
+        try:
+            if spec.endswith(".py"):
+                path = Path(spec).resolve()
+                name = f"diffusion_regimes_plugin_{path.stem}"
+                if name not in sys.modules:
+                    loader = importlib.util.spec_from_file_location(name, path)
+                    if loader is None or not path.exists():
+                        raise FileNotFoundError(path)
+                    module = importlib.util.module_from_spec(loader)
+                    sys.modules[name] = module
+                    loader.loader.exec_module(module)
+                module = sys.modules[name]
+            else:
+                module = importlib.import_module(spec)
+        except (ImportError, FileNotFoundError, SyntaxError) as err:
+            raise InputError(f"plugins: cannot import {spec!r} ({type(err).__name__}: {err}); give a module "
+                             "on the Python path or the path of a .py file") from None
+        new = [cls for cls in REGISTRY.values() if cls.__module__ == module.__name__]
+        for cls in new:
+            if not isinstance(cls.schema, dict):
+                raise InputError(f"plugins: data model {cls.name!r} of {spec!r} has no schema entry "
+                                 "(a class attribute 'schema', a JSON Schema object for its dataset block)")
+        found += new
+    return found

@@ -1,0 +1,146 @@
+"""Noise-predicting networks behind the project's score interface.
+
+:class:`EpsilonModel` wraps a raw network ``net(x: (B, *shape), c_noise: (B,)) -> eps``
+and owns its noise convention, as the preconditioning wrappers of EDM
+(``VPPrecond``) and k-diffusion do:
+
+- conditioning: ``c_noise = time_scale * t`` with t the OU time; ``time_scale`` is
+  saved in the checkpoint beside the weights;
+- training loss (denoising score matching, epsilon prediction):
+  ``|eps_theta(x_t, t) - eps|^2`` with ``x_t = a e^{-t} + sqrt(Delta_t) eps``
+  (:func:`diffusion_regimes.schedule.forward_noise`);
+- score: ``F(x, t) = -eps_theta(x, t) / sqrt(Delta_t)``.
+
+:class:`NetworkScore` evaluates the score on the sampler's CPU states in batches on
+the configured device. Checkpoints (:func:`save_network`, :func:`load_network`)
+hold the raw network's ``state_dict`` and a ``network`` record: ``arch``,
+``config``, ``shape``, ``prediction`` and ``time_scale``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .device import autocast, resolve_channels_last, resolve_device, to_layout
+from .errors import InputError
+from .io import load_checkpoint, save_checkpoint
+from .models import build_network
+from .schedule import delta, forward_noise
+
+#: time scaling of the default networks: 1000 DDPM steps span OU times in [0, 5], so the
+#: sinusoidal embedding sees c_noise in [0, 1000] (as a DDPM step index would be)
+DEFAULT_TIME_SCALE = 200.0
+
+
+class EpsilonModel(nn.Module):
+    """Epsilon prediction in OU time around a raw network; ``shape`` is one sample's
+    shape as the raw network takes it ((C, H, W) for images, (d,) for vectors)."""
+
+    prediction = "eps"
+
+    def __init__(self, net: nn.Module, shape: tuple[int, ...], time_scale: float = DEFAULT_TIME_SCALE):
+        super().__init__()
+        self.net = net
+        self.shape = tuple(int(s) for s in shape)
+        self.time_scale = float(time_scale)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, precision: str = "fp32", channels_last: bool = False,
+                net: nn.Module | None = None) -> torch.Tensor:
+        """Predicted noise (B, *shape) for states x (B, d) at OU times t (B,); ``net``
+        replaces the raw network (a compiled copy of it, for training)."""
+        with autocast(x.device, precision):
+            return (net or self.net)(to_layout(x.view(-1, *self.shape), channels_last), self.time_scale * t.float())
+
+    def loss(self, a: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, precision: str = "fp32",
+             channels_last: bool = False, net: nn.Module | None = None) -> torch.Tensor:
+        """Denoising loss: mean over the batch and coordinates of ``|eps_theta(x_t, t) - eps|^2``
+        for clean data a (B, d), OU times t (B,) and standard normal noise eps (B, d)."""
+        pred = self(forward_noise(a, t, eps), t, precision, channels_last, net)
+        return F.mse_loss(pred.float(), eps.view(-1, *self.shape))
+
+    def score(self, x: torch.Tensor, t: float, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+        """The score (B, d) float32 ``-eps_theta(x, t) / sqrt(Delta_t)`` at one OU time t."""
+        tb = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
+        return self(x, tb, precision, channels_last).float().reshape(x.shape[0], -1) * (-1.0 / math.sqrt(delta(t)))
+
+    def record(self, arch: str, config: dict) -> dict:
+        """The ``network`` record of a checkpoint."""
+        return {"arch": arch, "config": config, "shape": list(self.shape), "prediction": self.prediction,
+                "time_scale": self.time_scale}
+
+
+class NetworkScore:
+    """The score of an :class:`EpsilonModel` on batches of CPU states.
+
+    States stay on the CPU; they go to ``device`` ``batch_size`` rows at a time, so
+    device memory is bounded by the batch size whatever the number of trajectories.
+    ``precision`` ``bf16`` runs the forward pass under bf16 autocast (the score is
+    returned in the states' dtype); channels_last is used on CUDA.
+    """
+
+    def __init__(self, model: EpsilonModel, batch_size: int = 512, device: str = "cpu", precision: str = "fp32"):
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.channels_last = resolve_channels_last(None, self.device)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=fmt).eval()
+        self.batch_size = int(batch_size)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[0], self.batch_size):
+            xb = x[start:start + self.batch_size].to(self.device, torch.float32, non_blocking=True)
+            out[start:start + xb.shape[0]] = self.model.score(xb, t, self.precision, self.channels_last).to(
+                x.device, x.dtype)
+        return out
+
+
+def build_model(arch: str, config: dict, shape: tuple[int, ...],
+                time_scale: float = DEFAULT_TIME_SCALE) -> EpsilonModel:
+    """A freshly initialised :class:`EpsilonModel` (draws from torch's global generator:
+    build it inside :func:`diffusion_regimes.seeding.global_torch_seed`)."""
+    return EpsilonModel(build_network(arch, config, shape), shape, time_scale)
+
+
+def save_network(model: EpsilonModel, arch: str, config: dict, metadata: dict, path: str | os.PathLike) -> None:
+    """Write a network checkpoint atomically (weights of the raw network on the CPU)."""
+    state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+    save_checkpoint({"state_dict": state, "network": model.record(arch, config), "metadata": metadata}, path)
+
+
+def load_network(path: str | os.PathLike, stage: str = "train") -> EpsilonModel:
+    """Read a network checkpoint safely into an :class:`EpsilonModel` on the CPU, in eval mode.
+
+    Raises :class:`InputError` (one line) for a missing, corrupt or unsafe file, a
+    malformed ``network`` record or weights that do not fit it."""
+    ckpt = load_checkpoint(path, required=("state_dict", "network"))
+    rec, weights = ckpt["network"], ckpt["state_dict"]
+    fix = f"delete it and re-run {stage}"
+    try:
+        arch, config, shape = rec["arch"], rec["config"], tuple(int(s) for s in rec["shape"])
+        time_scale, prediction = float(rec["time_scale"]), rec["prediction"]
+        if not isinstance(config, dict) or not shape or min(shape) < 1:
+            raise TypeError("config must be a mapping and shape positive sizes")
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{path}: malformed network record ({type(err).__name__}: {err}); {fix}") from None
+    if prediction != EpsilonModel.prediction:
+        raise InputError(f"{path}: a {prediction!r}-prediction network; this loader reads epsilon prediction, {fix}")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise InputError(f"{path}: state_dict is not a mapping of tensors; {fix}")
+    try:
+        model = build_model(arch, config, shape, time_scale)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{path}: network record does not describe a buildable {arch!r} network "
+                         f"({type(err).__name__}: {err}); {fix}") from None
+    try:
+        model.net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise InputError(f"{path}: weights do not fit the network it describes "
+                         f"({str(err).splitlines()[0][:120]}); {fix}") from None
+    return model.eval()

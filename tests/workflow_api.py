@@ -1,0 +1,24 @@
+"""Run the workflow from tests through Snakemake's Python API."""
+
+from pathlib import Path
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "tiny_config.yaml"
+
+
+def snakemake(workdir: Path, dry: bool = False, config: dict | None = None, targets=None,
+              configfile: Path = TINY) -> set[str]:
+    """Run (or dry-run) the workflow on ``configfile``; returns the outputs that were (or
+    would be) made."""
+    updated: list[str] = []
+    quiet = {Quietness.ALL} if dry else {Quietness.PROGRESS}
+    with SnakemakeApi(OutputSettings(quiet=quiet)) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=2),
+                          config_settings=ConfigSettings(configfiles=[configfile], config=config or {}),
+                          snakefile=ROOT / "Snakefile", workdir=workdir)
+        dag = wf.dag(DAGSettings(targets=set(targets or [])))
+        dag.execute_workflow(pseudo_executor="dryrun" if dry else None, updated_files=updated)
+    return set(updated)
