@@ -1,7 +1,9 @@
 # Quick start: `make run` (set-up + the workflow on config/config.yaml) and
 # `make test` (set-up + the test suite). The set-up creates .venv with the exact
-# versions of constraints.txt.
+# versions of constraints.txt. `make run CONFIG=config/embedded.yaml` runs another config
+# (checked first by `diffusion-regimes run`: a missing file or a YAML error is one line).
 PYTHON ?= python3
+CONFIG ?= config/config.yaml
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --configfile config/config.yaml
+	$(BIN)/diffusion-regimes run --configfile $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
@@ -34,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_workflow.py
 
 report: $(STAMP)
-	$(BIN)/snakemake --configfile config/config.yaml --report report.html
+	$(BIN)/diffusion-regimes run --configfile $(CONFIG) --report report.html
 
 clean:
 	rm -rf results logs benchmarks/results .snakemake report.html

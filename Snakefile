@@ -7,7 +7,7 @@ from snakemake.utils import min_version
 
 sys.path.insert(0, f"{workflow.basedir}/src")  # the package, installed or not
 
-from diffusion_regimes.config import ConfigError, validate_config
+from diffusion_regimes.config import InputError, validate_config
 
 min_version("9.0")
 
@@ -20,7 +20,7 @@ if not config:
 
 try:
     validate_config(config)
-except ConfigError as err:
+except InputError as err:  # a bad config or a plugin that cannot be loaded
     sys.exit(f"diffusion-regimes: {err}")
 
 

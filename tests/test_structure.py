@@ -14,7 +14,7 @@ import tomllib
 import torch
 import yaml
 from packaging.requirements import Requirement
-from workflow_api import ROOT, snakemake
+from workflow_api import QUICK_ENV, ROOT, snakemake
 
 from diffusion_regimes import datamodels
 from diffusion_regimes.cloning import agreement_table
@@ -36,10 +36,15 @@ def _where(pattern: str) -> list[str]:
     return sorted(name for name, text in _sources().items() if rx.search(text))
 
 
-def test_config_layer_and_dag_evaluation_do_not_import_torch(tmp_path):
+@pytest.mark.parametrize("with_plugin", [False, True])
+def test_config_layer_and_dag_evaluation_do_not_import_torch(tmp_path, with_plugin):
     code = ("import sys; import diffusion_regimes.config, diffusion_regimes.paths, diffusion_regimes.datamodels, "
             "diffusion_regimes.schedule; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+    extra = {}  # a plugin data model beside the built-in ones
+    if with_plugin:
+        extra = {"plugins": [str(TOY)], "experiments": {"toy": {
+            "dataset": {"source": "axis_mixture", "d": 8, "n": 100}, "scores": ["exact"]}}}
     dag = (  # evaluating the whole DAG of the default config (what every cluster job does first)
         "import sys\n"
         "from pathlib import Path\n"
@@ -49,11 +54,11 @@ def test_config_layer_and_dag_evaluation_do_not_import_torch(tmp_path):
         f"root = Path({str(ROOT)!r})\n"
         "with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:\n"
         "    wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings("
-        "configfiles=[root / 'config/config.yaml']), snakefile=root / 'Snakefile', "
+        f"configfiles=[root / 'config/config.yaml'], config={extra!r}), snakefile=root / 'Snakefile', "
         f"workdir=Path({str(tmp_path)!r}))\n"
         "    wf.dag(DAGSettings()).execute_workflow(pseudo_executor='dryrun')\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n")
-    subprocess.run([sys.executable, "-c", dag], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", dag], check=True, capture_output=True, env=QUICK_ENV)
 
 
 def test_the_noise_convention_is_defined_once():
@@ -66,9 +71,24 @@ def test_the_noise_convention_is_defined_once():
     assert _where(r"TIME_SCALE|time_scale \*") == ["networks.py"]
 
 
+def _call(text: str, open_paren: int) -> str:
+    """The text of a call from its opening parenthesis to the matching closing one."""
+    depth = 0
+    for i in range(open_paren, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[open_paren:i + 1]
+    return text[open_paren:]
+
+
 def test_every_random_draw_goes_through_seeding():
     assert _where(r"Generator\(\)|manual_seed\(|default_rng\(|np\.random\.\w+\(|torch\.seed\(") == ["seeding.py"]
     assert _where(r"derive_seed\([^)]*\"") == []  # stream names are Stream members, not free strings
+    draws = re.compile(r"torch\.(randn|rand|randint|randperm|multinomial|normal|bernoulli|poisson)\(")
+    for name, text in _sources().items():  # every draw names its generator (none uses the global one)
+        for m in draws.finditer(text):
+            call = _call(text, m.end() - 1)
+            assert "generator=" in call, (name, call[:100])
 
 
 def test_stages_are_wiring():
@@ -92,7 +112,7 @@ def test_schema_ships_in_the_package_and_registry_matches_it():
     kinds = {n: e["x-kind"] for e in schema["$defs"]["datasets"].values()
              for n in ([e["properties"]["source"]["const"]] if "const" in e["properties"]["source"]
                        else e["properties"]["source"]["enum"])}
-    models = {name: cls.kind for name, cls in datamodels.builtin_models().items() if cls.__module__.startswith(
+    models = {name: cls.kind for name, cls in datamodels.registered_models().items() if cls.__module__.startswith(
         "diffusion_regimes.")}
     assert kinds == models
 
@@ -132,15 +152,17 @@ def test_dependencies_are_one_list():
         assert name in pins, f"{name} is not pinned in constraints.txt"
         assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(req.specifier))
     conda_names = {"torch": "pytorch", "lmdb": "python-lmdb", "matplotlib": "matplotlib-base"}
-    expected = {conda_names.get(n, n): str(r.specifier) for n, r in deps.items()}
-    for env_file, without in (("environment.yml", ()), ("workflow/envs/runtime.yaml", ("snakemake",))):
+    optional = project["optional-dependencies"]
+    users = {**deps, **{Requirement(r).name.lower(): Requirement(r) for r in optional["test"] + optional["slurm"]}}
+    for env_file, names in (("environment.yml", users), ("workflow/envs/runtime.yaml", {
+            n: r for n, r in deps.items() if n != "snakemake"})):
+        expected = {conda_names.get(n, n): str(r.specifier) for n, r in names.items()}
         listed = {}
         for item in yaml.safe_load((ROOT / env_file).read_text())["dependencies"]:
             if isinstance(item, str) and not item.startswith(("python=", "pip")):
                 req = Requirement(item.replace("=", "==", 1) if re.match(r"^[\w-]+=[^=]", item) else item)
                 listed[req.name.lower()] = str(req.specifier)
-        want = {n: s for n, s in expected.items() if n not in without}
-        assert {n: listed.get(n) for n in want} == want, env_file
+        assert {n: listed.get(n) for n in expected} == expected, env_file
 
 
 def test_more_shards_than_blocks_are_refused_with_one_line():

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import yaml
-from workflow_api import ROOT, TINY, snakemake
+from workflow_api import QUICK_ENV, ROOT, TINY, snakemake
 
 from diffusion_regimes.io import read_metadata, read_table
 
@@ -135,7 +135,7 @@ def test_bad_config_stops_with_one_line(tmp_path):
     exe = str(Path(sys.executable).parent / "snakemake")
     proc = subprocess.run([exe, "-n", "--cores", "1", "--configfile", str(bad),
                            "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=QUICK_ENV)
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "diffusion-regimes:" in ln]
     assert proc.returncode != 0
     assert lines == ["diffusion-regimes: config error at experiments.gmm.cloning: unknown key 'n_pair' (allowed: "
@@ -147,7 +147,8 @@ def test_report_collects_every_figure_and_the_summary(tiny_run):
     work, _ = tiny_run
     exe = str(Path(sys.executable).parent / "snakemake")
     proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(TINY),
-                           "--report", str(work / "report.html")], capture_output=True, text=True, timeout=600)
+                           "--report", str(work / "report.html")], capture_output=True, text=True, timeout=600,
+                          env=QUICK_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = (work / "report.html").read_text(errors="replace")
     figures = sorted(p.relative_to(work).as_posix() for p in (work / "results/figures").rglob("*.png"))
@@ -169,7 +170,8 @@ def test_sigterm_mid_training_leaves_no_output_and_resumes(tmp_path):
            "--configfile", str(tmp_path / "config.yaml")]
     state = work / "results/digits/models/.state/unet.pt"
     model = work / "results/digits/models/unet.pt"
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=QUICK_ENV)
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -180,6 +182,6 @@ def test_sigterm_mid_training_leaves_no_output_and_resumes(tmp_path):
     assert not list(state.parent.glob(".*.tmp"))
     killed_at = torch.load(state, weights_only=True)["step"]
     assert 25 <= killed_at < 3000
-    subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=900, env=QUICK_ENV)
     meta = read_metadata(work / "results/digits/models/unet_log.parquet")
     assert meta["resumed_from"] == killed_at and meta["steps"] == 3000

@@ -112,8 +112,8 @@ def labeller(data_model, classifier_path: str | None = None, min_accuracy: float
     if data_model.kind == "solvable":
         return data_model.classify, None
     if classifier_path is None:
-        raise InputError(f"data source {data_model.name!r} has no closed-form classes: cloning needs its "
-                         "classifier (results/{exp}/classifier.pt)")
+        raise InputError(f"data source {data_model.name!r} has no closed-form classes: cloning needs the "
+                         "experiment's trained classifier (the classifier stage's checkpoint)")
     net, shape, accuracy = load_classifier(classifier_path)
     if accuracy < (min_accuracy or 0.0):
         raise InputError(f"{classifier_path}: classifier held-out accuracy {accuracy:.3f} is "

@@ -1,16 +1,25 @@
-"""Command line: ``diffusion-regimes describe-model --config CONFIG --experiment EXP``.
+"""Command line of diffusion-regimes.
 
-Prints the architecture summary and parameter count of an experiment's U-Net
-(and of its classifier, for image data) for the input shape its dataset block
-will produce, without reading the data.
+- ``diffusion-regimes check-config FILE``: read and validate a config file; a missing
+  file, a YAML syntax error (with its line) or a bad key is one line.
+- ``diffusion-regimes run [SNAKEMAKE ARGUMENTS]``: check every ``--configfile`` first,
+  then run ``snakemake`` with the same arguments (Snakemake reads ``--configfile``
+  before the workflow's own checks run, and its messages for a missing file or a
+  YAML error name neither the file nor the line).
+- ``diffusion-regimes describe-model --config CONFIG --experiment EXP``: the
+  architecture summary and parameter count of an experiment's U-Net (and of its
+  classifier, for image data) for the input shape its dataset block will produce,
+  without reading the data.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from .config import load_config, needs_classifier
+from .config import load_config, load_yaml, needs_classifier, validate_config
 from .datamodels import data_model
 from .errors import InputError
 from .models import build_classifier, build_network, count_parameters, describe
@@ -42,16 +51,67 @@ def describe_model(config_path: str, experiment: str, classifier: bool = True) -
     return "\n".join(out)
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The files given to ``--configfile`` / ``--configfiles`` in Snakemake arguments."""
+    files, taking = [], False
+    for arg in args:
+        if arg.startswith("--configfile"):
+            name, _, value = arg.partition("=")
+            taking = name in ("--configfile", "--configfiles") and not value
+            if value:
+                files.append(value)
+        elif taking and not arg.startswith("-"):
+            files.append(arg)
+        else:
+            taking = False
+    return files
+
+
+def check_config(path: str) -> str:
+    """Validate a config file; returns a one-line summary of its experiments."""
+    cfg = load_config(path)
+    return f"{path}: valid, experiments {', '.join(cfg['experiments'])}"
+
+
+def run(args: list[str]) -> int:
+    """Check the config files in ``args``, then replace this process by ``snakemake args``."""
+    files = config_files(args)
+    if not files and Path("config/config.yaml").exists():  # the workflow profile's default
+        files = ["config/config.yaml"]
+    for path in files:
+        cfg = load_yaml(path)
+        if len(files) == 1:  # several files are merged by Snakemake: the Snakefile validates the merge
+            validate_config(cfg)
+    exe = Path(sys.executable).with_name("snakemake")
+    program = str(exe) if exe.exists() else "snakemake"
+    os.execvp(program, [program, *args])
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # everything after 'run' goes to snakemake untouched
+        try:
+            return run(argv[1:])
+        except InputError as err:
+            print(f"diffusion-regimes: {err}", file=sys.stderr)
+            return 2
     parser = argparse.ArgumentParser(prog="diffusion-regimes", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check-config", help="read and validate a config file (one line per problem)")
+    c.add_argument("config", help="config YAML file")
+    sub.add_parser("run", help="check the --configfile(s), then run snakemake with the same arguments",
+                   add_help=False)
     p = sub.add_parser("describe-model", help="architecture summary and parameter count of an experiment's networks")
     p.add_argument("--config", required=True, help="config YAML file (e.g. config/paper.yaml)")
     p.add_argument("--experiment", required=True, help="experiment name in the config")
     p.add_argument("--no-classifier", action="store_true", help="describe the U-Net only")
     args = parser.parse_args(argv)
     try:
-        print(describe_model(args.config, args.experiment, not args.no_classifier))
+        if args.command == "check-config":
+            print(check_config(args.config))
+        else:
+            print(describe_model(args.config, args.experiment, not args.no_classifier))
     except InputError as err:
         print(f"diffusion-regimes: {err}", file=sys.stderr)
         return 2

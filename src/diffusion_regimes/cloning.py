@@ -126,6 +126,12 @@ def clone_rerun_per_branch(score: Score, sampler: Sampler, branch_times: np.ndar
     return CloneResult(times[sort], np.stack(agree)[sort], sampler.nfe - nfe0)
 
 
+def rerun_per_branch_nfe(sampler: Sampler, branch_times: np.ndarray, n_pairs: int) -> int:
+    """Score evaluations :func:`clone_rerun_per_branch` would take for the same pairs:
+    ``n_pairs * sum_j (K + (K - i_j))`` on a grid of K steps (the baseline of the shared trunk)."""
+    return int(n_pairs * sum(sampler.steps + (sampler.steps - i) for i in sampler.snap(branch_times)))
+
+
 def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int,
                     level: float | None = PHI_AT_T_S) -> tuple[pd.DataFrame, dict]:
     """phi(t) with bootstrap standard errors and 95 % percentile intervals.
@@ -185,7 +191,7 @@ def labels_table(res: CloneResult) -> pa.Table:
 def read_labels(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Concatenate shards' label tables: (times (K,), trunk labels (P,), clone labels (K, P),
     the shards' metadata)."""
-    metas = [read_metadata(p) for p in paths]
+    metas = [read_metadata(p, ("cloning_shard", "collapse_shard")) for p in paths]
     try:
         times = np.asarray(metas[0]["times"], dtype=np.float64)
         K = len(times)

@@ -26,7 +26,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError, InputError
-from .schedule import DDPM_STEPS, ddpm_times
+from .schedule import DDPM_STEPS, time_grid
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
 
@@ -65,18 +65,22 @@ def _source_names(entry: dict) -> list[str]:
     return [spec["const"]] if "const" in spec else list(spec.get("enum", []))
 
 
-#: source name -> its dataset schema entry (the built-in ones, and plugins once loaded)
-_SOURCES: dict[str, dict] = {}
+@lru_cache(maxsize=1)
+def _builtin_sources() -> dict[str, dict]:
+    """Source name -> its schema entry, for the data models of the package."""
+    return {n: e for e in _package_schema()["$defs"]["datasets"].values() for n in _source_names(e)}
+
+
+#: source name -> schema entry of the plugins loaded so far
+_PLUGIN_SOURCES: dict[str, dict] = {}
 
 
 def source_entry(source: str) -> dict:
     """The schema entry of a data source (its ``x-kind``, ``x-symmetry``, keys)."""
-    if not _SOURCES:
-        for entry in _package_schema()["$defs"]["datasets"].values():
-            _SOURCES.update(dict.fromkeys(_source_names(entry), entry))
-    if source not in _SOURCES:
+    entry = _builtin_sources().get(source) or _PLUGIN_SOURCES.get(source)
+    if entry is None:
         raise ConfigError(f"config error: unknown dataset source {source!r}; see config/README.md")
-    return _SOURCES[source]
+    return entry
 
 
 def source_kind(source: str) -> str:
@@ -91,6 +95,13 @@ def needs_classifier(exp_cfg: dict) -> bool:
 
 def is_image(exp_cfg: dict) -> bool:
     return source_kind(exp_cfg["dataset"]["source"]) == "images"
+
+
+def needs_t_S(exp_cfg: dict) -> bool:
+    """Whether an experiment measures in units of t_S = 1/2 log Lambda (cloning branch times
+    in t_S units, collapse branch times, symmetry times), and so needs Lambda > 1."""
+    return (exp_cfg["cloning"]["time_unit"] == "t_S" or exp_cfg["symmetry"]["enabled"]
+            or any(s in MEMORISING_SCORES for s in exp_cfg["scores"]))
 
 
 def sampler_settings(cfg: dict) -> dict:
@@ -178,6 +189,8 @@ def _describe_branch(where: str, err: jsonschema.ValidationError) -> str:
         choices = [n for b in err.validator_value for n in _source_names(b)]
         return f"{where}.source: {source!r} is not one of {choices}"
     subs = [e for e in err.context if e.relative_schema_path[0] == branches[0]]
+    if not subs:  # valid under its own branch, so it matched several
+        return f"{where}.source: {source!r} matches several dataset entries of the schema"
     sub = min(subs, key=lambda e: len(e.relative_path))
     path = ".".join([where] + [str(p) for p in sub.relative_path])
     if sub.validator == "additionalProperties":
@@ -238,20 +251,21 @@ def _plugin_entries(specs: list) -> dict:
 
     entries = {}
     for cls in load_plugins(specs):
+        if cls.name in _builtin_sources():
+            raise _fail("plugins", f"data model {cls.name!r} of {cls.__module__} has the name of a built-in "
+                        "source; give it another name")
         entry = copy.deepcopy(cls.schema)
         entry.setdefault("properties", {})["source"] = {"const": cls.name}
         entry["x-kind"] = cls.kind
         entries[cls.name] = entry
-        _SOURCES[cls.name] = entry
+        _PLUGIN_SOURCES[cls.name] = entry
     return entries
 
 
 def _sampler_range(s: dict) -> tuple[float, float]:
-    """(t_end, T) of a sampler block: the ddpm grid's own ends, else the keys."""
-    if s["grid"] == "ddpm":
-        times = ddpm_times()
-        return float(times[0]), float(times[-1])
-    return float(s["t_end"]), float(s["T"])
+    """(t_end, T) of the grid of a sampler block."""
+    grid = time_grid(s["grid"], s["steps"], None if s["grid"] == "ddpm" else s["T"], s["t_end"])
+    return float(grid[-1]), float(grid[0])
 
 
 def _check_experiment(name: str, exp: dict) -> None:

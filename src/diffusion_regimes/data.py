@@ -44,7 +44,7 @@ def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     Row groups (bounded in size by :func:`diffusion_regimes.io.write_table`) are read
     one at a time into one preallocated array, so the peak memory is the data plus
     one row group, not several copies of the data."""
-    meta = read_metadata(path)
+    meta = read_metadata(path, "subset")
     try:
         n, d = int(meta["n"]), int(meta["d"])
         fh = pq.ParquetFile(path)

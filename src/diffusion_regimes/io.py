@@ -4,7 +4,9 @@ Tables are Parquet (pyarrow) with a JSON metadata entry under the key
 ``diffusion_regimes``; model state is a ``.pt`` checkpoint holding only tensors
 and plain Python values, loaded with ``torch.load(..., weights_only=True)``.
 Every file is written to a temporary name in the destination folder and
-renamed when complete, so a killed job never leaves a half-written output.
+renamed when complete, so a killed job never leaves a half-written output; the
+temporaries a killed writer leaves behind are removed by the next write to the
+same folder.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,12 +39,48 @@ METADATA_KEY = b"diffusion_regimes"
 ROW_GROUP_BYTES = 64 * 2**20
 
 
+#: this host in the names of temporaries (dots would make the names ambiguous)
+_HOST = (socket.gethostname() or "host").replace(".", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
+    """Remove the temporaries that killed writers left in ``folder``: any for the target
+    ``name`` (its one writer is starting again), and those of dead processes of this host.
+    Temporaries are named ``.{target}.{host}.{pid}.{random}.tmp``; a live writer's, or one
+    from another host for another target, is kept. Returns the removed paths."""
+    removed = []
+    for tmp in folder.glob(".*.tmp"):
+        parts = tmp.name[1:-len(".tmp")].rsplit(".", 3)
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        target, host, pid = parts[0], parts[1], int(parts[2])
+        if target == name or (host == _HOST and not _alive(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success. Stale
+    temporaries in the folder are removed first (:func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -98,34 +138,56 @@ def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, metadata: 
         pq.write_table(table, tmp, row_group_size=rows)
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The ``diffusion_regimes`` metadata of a Parquet file written by :func:`write_table`."""
+def one_line(err: BaseException, most: int = 160) -> str:
+    """The first line of an exception's text (its type when empty), at most ``most`` characters."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:most]
+
+
+def read_metadata(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> dict:
+    """The ``diffusion_regimes`` metadata of a Parquet file written by :func:`write_table`;
+    with ``stage``, the file must have been written by that stage (or one of them)."""
+    fix = (f"delete it and re-run the {stage} stage" if isinstance(stage, str)
+           else "delete it and re-run the stage that makes it")
     try:
         schema = pq.read_schema(path)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise InputError(f"{path}: not a readable Parquet file ({err}); delete it and re-run "
-                         "the stage that makes it") from None
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({one_line(err)}); {fix}") from None
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise InputError(f"{path}: no '{METADATA_KEY.decode()}' metadata; it was not written "
-                         "by diffusion-regimes, delete it and re-run the stage that makes it")
-    return json.loads(raw)
+                         f"by diffusion-regimes, {fix}")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: its '{METADATA_KEY.decode()}' metadata is not valid JSON ({one_line(err)}); "
+                         f"{fix}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: its '{METADATA_KEY.decode()}' metadata is not a JSON object; {fix}")
+    expected = (stage,) if isinstance(stage, str) else stage
+    if expected and meta.get("stage") not in expected:
+        raise InputError(f"{path}: written by the {meta.get('stage')} stage, not by {' or '.join(expected)}; "
+                         f"{fix}")
+    return meta
 
 
-def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
-    """Read a table and its metadata."""
-    meta = read_metadata(path)
+def read_table(path: str | os.PathLike, columns: list[str] | None = None,
+               stage: str | tuple[str, ...] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Read a table and its metadata (checked as :func:`read_metadata` does)."""
+    meta = read_metadata(path, stage)
     try:
         df = pq.read_table(path, columns=columns).to_pandas()
-    except (OSError, pa.ArrowInvalid, KeyError) as err:
-        raise InputError(f"{path}: cannot read columns {columns} ({err}); delete it and re-run "
+    except (OSError, pa.ArrowException, KeyError) as err:
+        raise InputError(f"{path}: cannot read columns {columns} ({one_line(err)}); delete it and re-run "
                          "the stage that makes it") from None
     return df, meta
 
 
-def concat_tables(paths: list[str], key: str) -> pd.DataFrame:
+def concat_tables(paths: list[str], key: str, stage: str | None = None) -> pd.DataFrame:
     """The rows of several tables (the shards of a stage) in one frame, ordered by ``key``."""
-    table = pd.concat([read_table(p)[0] for p in paths], ignore_index=True)
+    table = pd.concat([read_table(p, stage=stage)[0] for p in paths], ignore_index=True)
+    if key not in table:
+        raise InputError(f"{paths[0]}: no column {key!r}; delete the shards and re-run their stage")
     return table.sort_values(key, kind="stable").reset_index(drop=True)
 
 
@@ -145,11 +207,17 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> 
     if not path.exists():
         raise InputError(f"{path}: checkpoint not found; run the stage that makes it")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt / unsafe files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a loadable checkpoint ({first[:200]}); delete it and "
-                         "re-run the stage that makes it") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: we refuse them
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or unsafe files; its text is not shown
+        if "Unsupported global" in str(err):
+            why = ("it holds Python objects other than tensors and plain values, which could run code when "
+                   "loaded: unsafe to load, and not a checkpoint of diffusion-regimes")
+        else:
+            why = ("not a checkpoint of diffusion-regimes: unreadable as tensors and plain values (corrupt, "
+                   "truncated, another format, or a plain pickle, which is unsafe to load)")
+        raise InputError(f"{path}: refused, {why}; delete it and re-run the stage that makes it") from None
     if not isinstance(obj, dict) or any(k not in obj for k in required):
         raise InputError(f"{path}: checkpoint lacks keys {list(required)}; it was not written by "
                          "this version of diffusion-regimes, delete it and re-run its stage")

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .config import GRID_KEYS  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .io import atomic_path, read_metadata, read_table  # noqa: E402
 from .theory import PHI_AT_T_S, gm_potential, gm_projection_density  # noqa: E402
@@ -37,39 +38,55 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _levels(columns) -> list[str]:
+    """Extra levels of class agreement in a table: ``phi_{level}`` columns (not their errors)."""
+    return [c[4:] for c in columns if c.startswith("phi_") and c[4:] not in ("se", "lo", "hi")
+            and not c.endswith(("_se", "_lo", "_hi"))]
+
+
+def _time_unit(t_S: float) -> tuple[float, str]:
+    """Times are drawn in units of t_S; data without a speciation regime (t_S <= 0) in OU time."""
+    return (t_S, r"$t / t_S$") if t_S > 0 else (1.0, "t (OU time; t_S <= 0)")
+
+
 def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], path: Path) -> None:
     """phi(t) against t/t_S: the cloning table of each score model (``cloning``: score ->
-    path) with its 95 % interval, the closed form where there is one, phi(t_S) and t_S."""
-    spec = read_metadata(spectrum)
+    path) with its 95 % interval, the closed form where there is one, phi(t_S) and t_S, and
+    the data model's extra levels of agreement (e.g. super-class and class within it)."""
+    spec = read_metadata(spectrum, "spectrum")
     t_S = spec["t_S"]
-    tables = {score: read_table(p) for score, p in cloning.items()}
-    theory, th_meta = read_table(theory)
+    unit, xlabel = _time_unit(t_S)
+    tables = {score: read_table(p, stage="cloning") for score, p in cloning.items()}
+    theory, th_meta = read_table(theory, stage="theory")
     fig, ax = plt.subplots(figsize=(6, 4))
     if theory["phi"].notna().any():
-        ax.plot(theory["t"] / t_S, theory["phi"], "k-", lw=1.2, label=f"theory ({th_meta['model']})")
+        ax.plot(theory["t"] / unit, theory["phi"], "k-", lw=1.2, label=f"theory ({th_meta['model']})")
     x_max = 1.0
     for score, (tab, meta) in tables.items():
         m = meta["t_S_measured"]
-        x_max = max(x_max, float(tab["t"].max() / t_S))
-        ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
+        x_max = max(x_max, float(tab["t"].max() / unit))
+        ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
                     fmt="o", ms=4, capsize=2, color=COLORS.get(score),
                     label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else score)
-    if "phi_super" in theory:  # hierarchical mixture: both levels, both speciation times
-        t_S2 = th_meta["t_S2_population"]
-        ax.plot(theory["t"] / t_S, theory["phi_super"], "k--", lw=1, label="theory, super-class")
-        ax.plot(theory["t"] / t_S, theory["phi_sub"], "k-.", lw=1, label="theory, class within it")
-        ax.axvline(t_S2 / t_S, color="grey", ls="-.", lw=1, label=f"$t_{{S2}}$ = {t_S2:.3g} (Λ₂)")
-        for score, (tab, meta) in tables.items():
-            for level, marker in (("super", "s"), ("sub", "^")):
-                crossing = meta.get(f"t_S_{level}_measured")
-                ax.errorbar(tab["t"] / t_S, tab[f"phi_{level}"], yerr=tab[f"phi_{level}_se"], fmt=marker, ms=4,
-                            capsize=2, mfc="none", color=COLORS.get(score),
-                            label=f"{score}, {level}: $t_S$ measured "
-                                  + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
+    styles, markers = ["--", "-.", ":"], ["s", "^", "v", "D"]
+    for k, level in enumerate(_levels(theory.columns)):
+        ax.plot(theory["t"] / unit, theory[f"phi_{level}"], "k", ls=styles[k % 3], lw=1, label=f"theory, {level}")
+        t_level = th_meta.get(f"t_S_{level}_population")
+        if t_level is not None and t_level != th_meta.get("t_S_population"):
+            ax.axvline(t_level / unit, color="grey", ls=styles[k % 3], lw=1,
+                       label=f"$t_S$ of {level} = {t_level:.3g}")
+    for score, (tab, meta) in tables.items():
+        for k, level in enumerate(_levels(tab.columns)):
+            crossing = meta.get(f"t_S_{level}_measured")
+            ax.errorbar(tab["t"] / unit, tab[f"phi_{level}"], yerr=tab[f"phi_{level}_se"], fmt=markers[k % 4],
+                        ms=4, capsize=2, mfc="none", color=COLORS.get(score),
+                        label=f"{score}, {level}: $t_S$ measured "
+                              + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
-    ax.axvline(1.0, color="grey", ls="--", lw=1)
+    if t_S > 0:
+        ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_xlim(0, 1.1 * x_max)
-    ax.set_xlabel(r"$t / t_S$")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(r"$\phi(t)$: clones in the same class")
     ax.set_title(f"{exp}: speciation, Λ = {spec['Lambda']:.4g}, $t_S$ = {t_S:.3g}")
     ax.legend(fontsize=8)
@@ -112,9 +129,9 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
     """f(t)/alpha with t_C, and for each memorising score model (``collapse``, ``phi_c``:
     score -> path) the histogram of collapse times and phi_C(t)."""
     scores = list(collapse)
-    ent, er = read_table(entropy)
+    ent, er = read_table(entropy, stage="entropy")
     alpha = er["alpha"]
-    theory, tmeta = read_table(theory)
+    theory, tmeta = read_table(theory, stage="theory")
     t_C_th = tmeta.get("t_C")
     # no memorising score model (exact scores only): the entropy panel alone
     fig, axes = plt.subplots(1, 3, figsize=(14, 4)) if scores else plt.subplots(1, 1, figsize=(6, 4))
@@ -131,11 +148,11 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
         _save(fig, path)
         return
     for score in scores:
-        tab, meta = read_table(collapse[score])
+        tab, meta = read_table(collapse[score], stage="collapse")
         axes[1].hist(tab["t_collapse"], bins=_grid_bins(tab["t_collapse"].to_numpy()), alpha=0.5,
                      color=COLORS.get(score),
                      label=f"{score}: mean {meta['t_C_measured']:.3g}")
-        pc, _ = read_table(phi_c[score])
+        pc, _ = read_table(phi_c[score], stage="collapse")
         axes[2].errorbar(pc["t"], pc["phi_c"], yerr=pc["phi_c_se"], fmt="o-", ms=3,
                          color=COLORS.get(score), label=score)
     for ax in axes[1:]:
@@ -157,12 +174,12 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
 def samples_figure(exp: str, data: str, snapshots: dict[str, str], path: Path) -> None:
     """One trajectory of each score model (``snapshots``: score -> path) at each branch time,
     its denoised estimate there, and the final image of its clone made there."""
-    data_meta = read_metadata(data)
+    data_meta = read_metadata(data, "subset")
     shape, mean = data_meta["shape"], np.asarray(data_meta["mean"], dtype=np.float32)
     std = np.asarray(data_meta.get("std", np.ones_like(mean)), dtype=np.float32)
     fig_rows = []
     for score, p in snapshots.items():
-        tab, _ = read_table(p)
+        tab, _ = read_table(p, stage="cloning")
         kinds = set(tab["kind"]) if "kind" in tab else set()
         if not {"trunk", "trunk_denoised", "clone_final", "trunk_final"} <= kinds:
             raise InputError(f"{p}: no snapshot of pair 0 (kinds {sorted(kinds)}); delete it and re-run the "
@@ -201,7 +218,7 @@ def samples_figure(exp: str, data: str, snapshots: dict[str, str], path: Path) -
 
 def symmetry_figure(exp: str, symmetry: str, path: Path) -> None:
     """V(q, t) at the sampled times, beside the histograms of q with the exact density of q under P_t."""
-    tab, meta = read_table(symmetry)
+    tab, meta = read_table(symmetry, stage="symmetry")
     d, mu, sigma, t_S = meta["d"], meta["mu_tilde"], meta["sigma"], meta["t_S"]
     times = np.unique(tab["t"].to_numpy())[::-1]
     wells = 2 * mu**2 * np.sqrt(d) * np.exp(-times.min())  # outermost minimum of V at the earliest time
@@ -233,8 +250,9 @@ def symmetry_figure(exp: str, symmetry: str, path: Path) -> None:
 
 
 def _member_label(meta: dict) -> str:
-    keys = [("d", "d"), ("n", "n"), ("beta", "β")]
-    return ", ".join(f"{name} = {meta[k]:g}" for k, name in keys if meta.get(k) is not None)
+    """The values of the grid keys of a member of a group, from its subset's metadata."""
+    names = {"beta": "β"}
+    return ", ".join(f"{names.get(k, k)} = {meta[k]:g}" for k in GRID_KEYS if meta.get(k) is not None)
 
 
 def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str, str], path: Path) -> None:
@@ -243,22 +261,25 @@ def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str
     closed form of each member where there is one, the line phi(t_S) and t/t_S = 1."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cmap = plt.get_cmap("plasma")
+    specs = {exp: read_metadata(f["spectrum"], "spectrum") for exp, f in files.items()}
+    ou = any(spec["t_S"] <= 0 for spec in specs.values())  # a member without speciation: all in OU time
     for k, (exp, f) in enumerate(files.items()):
         color = cmap(k / max(len(files), 1))
-        spec = read_metadata(f["spectrum"])
-        data = read_metadata(f["data"])
-        t_S = spec["t_S"]
-        theory, _ = read_table(f["theory"])
+        data = read_metadata(f["data"], "subset")
+        t_S = specs[exp]["t_S"]
+        unit = 1.0 if ou else t_S
+        theory, _ = read_table(f["theory"], stage="theory")
         if theory["phi"].notna().any():
-            ax.plot(theory["t"] / t_S, theory["phi"], color=color, lw=1)
+            ax.plot(theory["t"] / unit, theory["phi"], color=color, lw=1)
         score = scores[exp]
-        tab, meta = read_table(f["cloning"])
+        tab, meta = read_table(f["cloning"], stage="cloning")
         label = f"{_member_label(data)} ({score})"
-        ax.errorbar(tab["t"] / t_S, tab["phi"], yerr=tab["phi_se"], fmt="o", ms=3.5, capsize=2, color=color,
+        ax.errorbar(tab["t"] / unit, tab["phi"], yerr=tab["phi_se"], fmt="o", ms=3.5, capsize=2, color=color,
                     label=label + f": $t_S$ = {t_S:.3g}")
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
-    ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_xlabel(r"$t / t_S$")
+    if not ou:
+        ax.axvline(1.0, color="grey", ls="--", lw=1)
+    ax.set_xlabel(_time_unit(-1.0)[1] if ou else r"$t / t_S$")
     ax.set_ylabel(r"$\phi(t)$: clones in the same class")
     ax.set_title(f"{group}: speciation (lines: closed form)")
     ax.legend(fontsize=7)
@@ -273,9 +294,9 @@ def group_collapse_figure(group: str, files: dict[str, dict], path: Path) -> Non
     cmap = plt.get_cmap("plasma")
     for k, f in enumerate(files.values()):
         color = cmap(k / max(len(files), 1))
-        ent, emeta = read_table(f["entropy"])
-        theory, tmeta = read_table(f["theory"])
-        data = read_metadata(f["data"])
+        ent, emeta = read_table(f["entropy"], stage="entropy")
+        theory, tmeta = read_table(f["theory"], stage="theory")
+        data = read_metadata(f["data"], "subset")
         alpha = emeta["alpha"]
         _f_over_alpha(ax, ent, theory, alpha, color, color, f"{_member_label(data)}: α = {alpha:.3g}")
         if tmeta.get("t_C") is not None:

@@ -7,7 +7,7 @@ Samplers, cloning and collapse code see only this callable.
 - :class:`GaussianMixtureScore`: exact score of ``1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)``.
 - :class:`MixtureScore`: exact score of K equal-weight isotropic Gaussians (the
   hierarchical mixture).
-- :class:`diffusion_regimes.curie_weiss.CurieWeissScore`: exact score of the
+- :class:`diffusion_regimes.datamodels.curie_weiss.CurieWeissScore`: exact score of the
   noised Curie–Weiss measure.
 - :class:`EmpiricalScore`: exact score of the empirical measure of n training
   points, ``P_t(x) = 1/n sum_mu N(x; a_mu e^{-t}, Delta_t I)``, computed with an

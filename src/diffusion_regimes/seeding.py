@@ -53,15 +53,16 @@ def derive_seed(seed: int, *names: object) -> int:
 
 
 def generator(seed: int, *names: object):
-    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` (``seed`` alone when no
-    names are given)."""
+    """A CPU ``torch.Generator`` seeded with ``derive_seed(seed, *names)``; without names,
+    with ``seed`` itself (a seed a stage already derived for its stream)."""
     import torch
 
     return torch.Generator().manual_seed(derive_seed(seed, *names) if names else seed)
 
 
 def numpy_generator(seed: int, *names: object) -> np.random.Generator:
-    """A numpy generator seeded with :func:`derive_seed` (``seed`` alone without names)."""
+    """A numpy generator seeded with ``derive_seed(seed, *names)``; without names, with ``seed``
+    itself."""
     return np.random.default_rng(derive_seed(seed, *names) if names else seed)
 
 
@@ -69,10 +70,12 @@ def numpy_generator(seed: int, *names: object) -> np.random.Generator:
 def global_torch_seed(seed: int, *names: object) -> Iterator[None]:
     """Seed torch's global generator (network initialisation and dropout draw from it)
     with :func:`derive_seed` for the duration of the block; the previous global state is
-    restored afterwards, so nothing else in the process depends on what ran inside."""
+    restored afterwards (CPU and CUDA), so nothing else in the process depends on what ran
+    inside."""
     import torch
 
-    with torch.random.fork_rng(devices=[]):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(derive_seed(seed, *names))
         yield
 

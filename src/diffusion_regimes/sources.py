@@ -23,10 +23,14 @@ ecosystem's own reader where there is one, and never downloads:
   class writes a key cache into the working directory) or from folders of images;
   only the selected images are decoded, resized and centre-cropped.
 - ``cifar10``: the python pickles ``cifar-10-batches-py/data_batch_1..5`` and
-  ``batches.meta`` read by torchvision's CIFAR10 class (its md5 check of the
-  official files is skipped so that any faithful copy loads).
+  ``batches.meta``, read with the numpy-only unpickler (torchvision's CIFAR10 class
+  uses a plain ``pickle.load``, which a crafted batch could use to run code); any
+  faithful copy loads (no md5 check of the official files).
 
-"Each reader returns a :class:`LabelledImages`; the image data models
+Every pickled data file (CIFAR-10, the downsampled ImageNet) goes through the
+numpy-only unpickler: numpy arrays and plain containers, nothing that can run code.
+
+Each reader returns a :class:`LabelledImages`; the image data models
 (:mod:`diffusion_regimes.datamodels.images`, one class per source) select the
 classes and per-class counts, resize and centre.
 """
@@ -38,6 +42,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import InputError
+from .errors import InputError
+from .io import one_line
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -122,8 +128,12 @@ def _idx_files(source: str, root: Path, tmp: Path) -> Path:
         if plain.exists():
             os.symlink(plain.resolve(), raw / name)
         elif packed.exists():
-            with gzip.open(packed, "rb") as src, open(raw / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with gzip.open(packed, "rb") as src, open(raw / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError, zlib.error) as err:  # not gzip, truncated, corrupt
+                raise InputError(f"{packed}: not a complete gzip file ({one_line(err)}); get it again from "
+                                 f"{WHERE[source]}") from None
         else:
             raise _missing(source, root / name, "IDX file (plain or .gz)")
     return raw
@@ -150,29 +160,36 @@ def read_mnist_like(source: str, root: Path) -> LabelledImages:
 
 
 def read_cifar10(root: Path) -> LabelledImages:
-    from torchvision.datasets import CIFAR10
-
-    class _Copy(CIFAR10):  # any faithful copy: existence instead of the official md5 sums
-        def _check_integrity(self) -> bool:
-            return all((Path(self.root) / self.base_folder / f).exists() for f, _ in self.train_list)
-
-        def _load_meta(self) -> None:
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
-                self.classes = _NumpyOnlyUnpickler(fh, encoding="latin1").load()[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    folder = root / CIFAR10.base_folder
-    for f in [name for name, _ in CIFAR10.train_list] + [CIFAR10.meta["filename"]]:
+    """CIFAR-10's python version: ``cifar-10-batches-py/data_batch_1..5`` (pickles of ``data``
+    (N, 3072) uint8 in CHW order and ``labels``) and ``batches.meta`` (``label_names``), all
+    read with the numpy-only unpickler, so a crafted batch cannot run code."""
+    folder = root / "cifar-10-batches-py"
+    names = [f"data_batch_{k}" for k in range(1, 6)]
+    for f in names + ["batches.meta"]:
         if not (folder / f).exists():
             raise _missing("cifar10", folder / f, "CIFAR-10 python batch")
+    meta = _unpickle(folder / "batches.meta", "CIFAR-10 batches.meta", "cifar10")
     try:
-        ds = _Copy(str(root), train=True, download=False)
-    except Exception as err:  # torchvision raises several types for malformed pickles
-        raise InputError(f"{folder}: not valid CIFAR-10 python batches ({type(err).__name__}: {err}); get them "
-                         f"from {WHERE['cifar10']}") from None
-    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).float() / 255.0
-    labels = np.asarray(ds.targets, dtype=np.int64)
-    return LabelledImages(labels, np.arange(len(labels), dtype=np.int64), list(ds.classes), images=images)
+        classes = [str(c) for c in meta["label_names"]]
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{folder / 'batches.meta'}: no label_names ({one_line(err)}); get it from "
+                         f"{WHERE['cifar10']}") from None
+    chunks, labels = [], []
+    for name in names:
+        batch = _unpickle(folder / name, "CIFAR-10 python batch", "cifar10")
+        try:
+            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            lab = np.asarray(batch["labels"], dtype=np.int64)
+            if len(lab) != len(data):
+                raise ValueError(f"{len(data)} images but {len(lab)} labels")
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{folder / name}: not a CIFAR-10 python batch ({one_line(err)}); get it from "
+                             f"{WHERE['cifar10']}") from None
+        chunks.append(data)
+        labels.append(lab)
+    images = torch.from_numpy(np.concatenate(chunks)).float() / 255.0
+    lab = np.concatenate(labels)
+    return LabelledImages(lab, np.arange(len(lab), dtype=np.int64), classes, images=images)
 
 
 def read_celeba(root: Path, attribute: str) -> LabelledImages:
@@ -223,6 +240,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _unpickle(path: Path, what: str, source: str):
+    """A pickled data file read with :class:`_NumpyOnlyUnpickler` (latin-1 strings, as the
+    data sets' Python 2 pickles need); anything else is a one-line :class:`InputError`."""
+    try:
+        with open(path, "rb") as fh:
+            return _NumpyOnlyUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+            ImportError, MemoryError, OSError) as err:
+        raise InputError(f"{path}: not a {what} ({one_line(err)}); get it from {WHERE[source]}") from None
+
+
 def read_imagenet_downsampled(root: Path) -> LabelledImages:
     """Downsampled ImageNet (Chrabaszcz et al. 2017): ``train_data_batch_*`` pickles with
     ``data`` (N, 3*H*W) uint8, colour planes in turn, and ``labels`` 1..1000; class k
@@ -233,12 +261,11 @@ def read_imagenet_downsampled(root: Path) -> LabelledImages:
         raise _missing("imagenet_downsampled", root / "train_data_batch_1", "pickled batch")
     chunks, labels = [], []
     for path in files:
+        batch = _unpickle(path, "downsampled-ImageNet batch", "imagenet_downsampled")
         try:
-            with open(path, "rb") as fh:
-                batch = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
             data, lab = np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch["labels"], dtype=np.int64)
-        except (pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as err:
-            raise InputError(f"{path}: not a downsampled-ImageNet batch ({err}); get it from "
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{path}: not a downsampled-ImageNet batch ({one_line(err)}); get it from "
                              f"{WHERE['imagenet_downsampled']}") from None
         chunks.append(data)
         labels.append(lab - 1)

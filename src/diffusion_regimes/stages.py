@@ -11,7 +11,6 @@ both (:mod:`diffusion_regimes.seeding`).
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from .schedule import speciation_time
 from .scores import EmpiricalScore, score_model
 from .seeding import Stream, derive_seed, generator, shard_blocks
 from .spectrum import bulk_variance, covariance_eigenvalues, covariance_trace, spectrum_table
-from .theory import PHI_AT_T_S
+from .theory import PHI_AT_T_S, alpha
 from .training import train_network
 
 log = logging.getLogger("diffusion_regimes")
@@ -48,10 +47,11 @@ def subset(input: dict, output: dict, exp: str, dataset: dict, seed: int) -> Non
     log.info("subset: n=%d d=%d classes=%s", meta["n"], meta["d"], meta["class_counts"])
 
 
-def spectrum(input: dict, output: dict, spectrum: dict) -> None:
+def spectrum(input: dict, output: dict, spectrum: dict, require_t_S: bool = True) -> None:
     """Top of the covariance spectrum over all channels (the table) and Lambda over
-    channel 0 only; ``spectrum.lambda_from`` says which Lambda sets t_S. Lambda <= 1 is
-    refused here, before any network is trained: t_S = 1/2 log Lambda would be <= 0."""
+    channel 0 only; ``spectrum.lambda_from`` says which Lambda sets t_S. With
+    ``require_t_S`` (the experiment measures in units of t_S), Lambda <= 1 is refused
+    here, before any network is trained: t_S = 1/2 log Lambda would be <= 0."""
     x, _, meta = load_subset(input["data"])
     n, d = x.shape
     ev = covariance_eigenvalues(x, spectrum["top"], spectrum["method"])
@@ -63,10 +63,11 @@ def spectrum(input: dict, output: dict, spectrum: dict) -> None:
         lambda0 = float(ev[0])
     lambda_all = float(ev[0])
     Lambda = lambda_all if spectrum["lambda_from"] == "all" else lambda0
-    if Lambda <= 1:
+    if require_t_S and Lambda <= 1:
         raise InputError(f"{input['data']}: the top covariance eigenvalue Lambda = {Lambda:.3g} <= 1, so "
-                         f"t_S = 1/2 log Lambda <= 0 and there is no speciation to measure: raise the data's "
-                         "resolution (dataset.size; the digits need 16) or scale")
+                         f"t_S = 1/2 log Lambda <= 0 and times in units of t_S are meaningless: for images raise "
+                         "dataset.size (the digits need 16); otherwise give cloning.time_unit: ou and no "
+                         "collapse or symmetry times")
     trace = covariance_trace(x)
     results = {"Lambda": Lambda, "t_S": speciation_time(Lambda), "Lambda_all": lambda_all,
                "Lambda_channel0": lambda0, "t_S_channel0": speciation_time(lambda0),
@@ -122,7 +123,7 @@ def cloning_shard(input: dict, output: dict, exp: str, score: str, cloning: dict
                   device: str | None = None) -> None:
     """Pairs of shard ``shard`` of ``cloning.shards``: raw labels and (shard 0) the snapshots."""
     x, _, meta = load_subset(input["data"])
-    spec = read_metadata(input["spectrum"])
+    spec = read_metadata(input["spectrum"], "spectrum")
     model = for_meta(meta)
     fn = score_model(score, x, model, block, input.get("model"), sampler, device)
     label, accuracy = labeller(model, input.get("classifier"), min_accuracy, device)
@@ -134,8 +135,7 @@ def cloning_shard(input: dict, output: dict, exp: str, score: str, cloning: dict
                                        progress=True, blocks=blocks)
     results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy, "blocks": blocks,
                "sampler_settings": samp.settings,
-               "nfe_rerun_per_branch": int(cloning["n_pairs"] * sum(
-                   samp.steps + (samp.steps - i) for i in samp.snap(branch)))}
+               "nfe_rerun_per_branch": clone_mod.rerun_per_branch_nfe(samp, branch, cloning["n_pairs"])}
     cfg = {"cloning": cloning, "sampler": samp.settings, "score": score, "shard": shard}
     write_table(clone_mod.labels_table(res), output["labels"], make_metadata("cloning_shard", cfg, seed, results))
     snaps = (clone_mod.snapshot_table(res, float(samp.grid[-1]), fn) if res.snapshots
@@ -148,8 +148,8 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
     """Gather the shards: phi(t) with bootstrap errors, the measured t_S, and the data
     model's extra levels of agreement (the hierarchical mixture's super-class and class
     within it)."""
-    meta = read_metadata(input["data"])
-    spec = read_metadata(input["spectrum"])
+    meta = read_metadata(input["data"], "subset")
+    spec = read_metadata(input["spectrum"], "spectrum")
     times, trunk, clone, metas = clone_mod.read_labels(list(input["labels"]))
     table, cross = clone_mod.agreement_table(times, clone == trunk[None], cloning["n_bootstrap"],
                                              derive_seed(seed, exp, Stream.BOOTSTRAP, score))
@@ -172,6 +172,7 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
     cfg = {"cloning": {**metas[0]["config"]["cloning"], **cloning}, "sampler": metas[0]["sampler_settings"],
            "score": score}
     write_table(table, output["cloning"], make_metadata("cloning", cfg, seed, results))
+    read_metadata(input["snapshots"][0], "cloning_shard")
     snaps = pq.read_table(input["snapshots"][0]).replace_schema_metadata(None)
     write_table(snaps, output["snapshots"], make_metadata("cloning", cfg, seed, {"shape": meta["shape"]}))
     log.info("cloning %s: t_S measured %.4g (theory %.4g), nfe %d over %d shards", score, results["t_S_measured"],
@@ -183,7 +184,7 @@ def collapse_shard(input: dict, output: dict, exp: str, score: str, collapse: di
                    block: int, seed: int, shard: int = 0, device: str | None = None) -> None:
     """Trajectories and clone pairs of shard ``shard`` of ``collapse.shards``."""
     x, _, meta = load_subset(input["data"])
-    spec = read_metadata(input["spectrum"])
+    spec = read_metadata(input["spectrum"], "spectrum")
     fn = score_model(score, x, for_meta(meta), block, input.get("model"), sampler, device)
     train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
     samp = Sampler.from_config(sampler)
@@ -213,7 +214,7 @@ def collapse_shard(input: dict, output: dict, exp: str, score: str, collapse: di
 
 def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, seed: int) -> None:
     """Gather the shards: collapse times of the trajectories, and phi_C(t)."""
-    table = concat_tables(input["times"], "trajectory")
+    table = concat_tables(input["times"], "trajectory", "collapse_shard")
     times, trunk, clone, metas = clone_mod.read_labels(list(input["pairs"]))
     phi, _ = clone_mod.agreement_table(times, clone == trunk[None], collapse["n_bootstrap"],
                                        derive_seed(seed, exp, Stream.BOOTSTRAP_COLLAPSE, score), level=None)
@@ -241,10 +242,10 @@ def entropy_shard(input: dict, output: dict, exp: str, entropy: dict, block: int
 
 def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> None:
     """Gather the shards: f(t) and t_C."""
-    meta = read_metadata(input["data"])
-    table = concat_tables(input["entropy"], "t")
+    meta = read_metadata(input["data"], "subset")
+    table = concat_tables(input["entropy"], "t", "entropy_shard")
     n, d = meta["n"], meta["d"]
-    results = {"alpha": math.log(n) / d, "t_C": entropy_collapse_time(table, d),
+    results = {"alpha": alpha(n, d), "t_C": entropy_collapse_time(table, d),
                "level": collapse_level(d), "n": n, "d": d, "shards": len(input["entropy"])}
     write_table(table, output["entropy"], make_metadata("entropy", entropy, seed, results))
     log.info("entropy: alpha=%.4g t_C=%.4g", results["alpha"], results["t_C"])
@@ -252,8 +253,8 @@ def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> No
 
 def theory(input: dict, output: dict, theory: dict) -> None:
     """The data model's closed forms on a grid of OU times (null columns where it has none)."""
-    meta = read_metadata(input["data"])
-    spec = read_metadata(input["spectrum"])
+    meta = read_metadata(input["data"], "subset")
+    spec = read_metadata(input["spectrum"], "spectrum")
     model = for_meta(meta)
     t = np.linspace(theory["t_max"] / theory["n_t"], theory["t_max"], theory["n_t"])
     columns, extra = model.theory(t)
@@ -267,8 +268,8 @@ def theory(input: dict, output: dict, theory: dict) -> None:
 def symmetry(input: dict, output: dict, exp: str, symmetry: dict, sampler: dict, seed: int) -> None:
     """Projections q = x . m / sqrt(d) of backward trajectories of the exact mixture score
     at times around t_S (the histograms beside the potential V(q, t))."""
-    meta = read_metadata(input["data"])
-    spec = read_metadata(input["spectrum"])
+    meta = read_metadata(input["data"], "subset")
+    spec = read_metadata(input["spectrum"], "spectrum")
     model = for_meta(meta)
     samp = Sampler.from_config(sampler)
     rel = np.asarray(symmetry["times"], dtype=np.float64)
@@ -285,6 +286,16 @@ def symmetry(input: dict, output: dict, exp: str, symmetry: dict, sampler: dict,
 
 
 # ----------------------------------------------------------------------------- summary / figures
+def _by(keys, files, name: str) -> dict:
+    """The declared input files of one kind matched to their keys (experiments, or
+    (experiment, score) pairs), in the order the rule lists them."""
+    files = [files] if isinstance(files, str) else list(files)
+    if len(files) != len(keys):
+        raise InputError(f"{len(files)} {name} inputs for {len(keys)} entries: the rule's inputs do not match "
+                         "its parameters; re-run snakemake")
+    return dict(zip(keys, files))
+
+
 def summary(input: dict, output: dict, experiments: dict) -> None:
     """One row per (experiment, score model), from the files the rule declares: per
     experiment (in the order of ``experiments``) its spectrum, entropy and theory; per
@@ -292,18 +303,16 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
     collapse times."""
     pairs = [(exp, s) for exp, scores in experiments.items() for s in scores]
     collapse_pairs = [p for p in pairs if p[1] in MEMORISING_SCORES]
-    per_exp = {key: dict(zip(experiments, input[key])) for key in ("spectrum", "entropy", "theory")}
-    clo = dict(zip(pairs, input["cloning"]))
-    col = dict(zip(collapse_pairs, input["collapse"]))
-    if len(clo) != len(input["cloning"]) or len(col) != len(input["collapse"]):
-        raise ValueError("summary: the declared inputs do not match the experiments parameter")
+    per_exp = {key: _by(experiments, input[key], key) for key in ("spectrum", "entropy", "theory")}
+    clo = _by(pairs, input["cloning"], "cloning")
+    col = _by(collapse_pairs, input["collapse"], "collapse")
     rows = []
     for exp, score in pairs:
-        spec = read_metadata(per_exp["spectrum"][exp])
-        ent = read_metadata(per_exp["entropy"][exp])
-        th = read_metadata(per_exp["theory"][exp])
-        c = read_metadata(clo[exp, score])
-        t_c = read_metadata(col[exp, score])["t_C_measured"] if (exp, score) in col else None
+        spec = read_metadata(per_exp["spectrum"][exp], "spectrum")
+        ent = read_metadata(per_exp["entropy"][exp], "entropy")
+        th = read_metadata(per_exp["theory"][exp], "theory")
+        c = read_metadata(clo[exp, score], "cloning")
+        t_c = read_metadata(col[exp, score], "collapse")["t_C_measured"] if (exp, score) in col else None
         rows.append({"experiment": exp, "score": score, "n": spec["n"], "d": spec["d"],
                      "Lambda": spec["Lambda"], "Lambda_channel0": spec["Lambda_channel0"],
                      "t_S_theory": spec["t_S"],
@@ -311,11 +320,13 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
                      "t_C_measured": t_c, "t_C_theory_gm": th["t_C"],
                      "t_S_measured_se": c["t_S_measured_se"],
                      "classifier_accuracy": c.get("accuracy"),
+                     "t_S_measured_missed": c.get("t_S_measured_missed"),
                      "source": spec.get("source"), "Lambda_paper": spec.get("Lambda_paper")})
     df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_C_measured": "Float64",
                                     "t_C_theory_gm": "Float64", "t_S_measured": "float64",
                                     "t_C_entropy": "float64", "t_S_measured_se": "float64",
-                                    "classifier_accuracy": "Float64", "Lambda_paper": "Float64"})
+                                    "classifier_accuracy": "Float64", "Lambda_paper": "Float64",
+                                    "t_S_measured_missed": "Int64"})
     write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
     if "table" in output:  # the same table as TSV, which snakemake --report shows as a table
         with atomic_path(output["table"]) as tmp:
@@ -328,7 +339,7 @@ def table1(input: dict, output: dict) -> None:
     """The paper's Table 1 for the experiments of the summary: n, d, Lambda (all channels
     and channel 0), t_S = 1/2 log Lambda, the paper's Lambda where it has one, and the t_S
     measured by cloning with each score model and its ratio to the theory."""
-    summ, _ = read_table(input["summary"])
+    summ, _ = read_table(input["summary"], stage="summary")
     rows = []
     for exp, part in summ.groupby("experiment", sort=False):
         first = part.iloc[0]
@@ -352,10 +363,10 @@ def figures(input: dict, output: dict, exp: str, scores: list[str]) -> None:
     from . import plots
 
     memorising = [s for s in scores if s in MEMORISING_SCORES]
-    plots.phi_figure(exp, input["spectrum"], input["theory"], dict(zip(scores, input["cloning"])),
+    plots.phi_figure(exp, input["spectrum"], input["theory"], _by(scores, input["cloning"], "cloning"),
                      Path(output["phi"]))
-    plots.collapse_figure(exp, input["entropy"], input["theory"], dict(zip(memorising, input["collapse"])),
-                          dict(zip(memorising, input["phi_c"])), Path(output["collapse"]))
+    plots.collapse_figure(exp, input["entropy"], input["theory"], _by(memorising, input["collapse"], "collapse"),
+                          _by(memorising, input["phi_c"], "phi_c"), Path(output["collapse"]))
 
 
 def symmetry_figure(input: dict, output: dict, exp: str) -> None:
@@ -370,8 +381,8 @@ def group_figures(input: dict, output: dict, group: str, members: dict) -> None:
     cloning table of its first score model."""
     from . import plots
 
-    files = {exp: {key: input[key][k] for key in ("data", "spectrum", "theory", "entropy", "cloning")}
-             for k, exp in enumerate(members)}
+    per_key = {key: _by(members, input[key], key) for key in ("data", "spectrum", "theory", "entropy", "cloning")}
+    files = {exp: {key: per_key[key][exp] for key in per_key} for exp in members}
     plots.group_speciation_figure(group, files, {exp: scores[0] for exp, scores in members.items()},
                                   Path(output["speciation"]))
     plots.group_collapse_figure(group, files, Path(output["collapse"]))
@@ -380,5 +391,5 @@ def group_figures(input: dict, output: dict, group: str, members: dict) -> None:
 def samples(input: dict, output: dict, exp: str, scores: list[str]) -> None:
     from . import plots
 
-    plots.samples_figure(exp, input["data"], dict(zip(scores, input["snapshots"])), Path(output["samples"]))
+    plots.samples_figure(exp, input["data"], _by(scores, input["snapshots"], "snapshots"), Path(output["samples"]))
 

@@ -15,7 +15,7 @@ Two-Gaussian mixture ``a ~ 1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)``, ``|m|^2 = mu^2
 
 Hierarchical mixture (four centres ``±mu u ± mu2 v``): two speciation times from
 the two top eigenvalues, and the factorised phi (:func:`hierarchical_phi`).
-The Curie–Weiss model's exact quantities are in :mod:`diffusion_regimes.curie_weiss`.
+The Curie–Weiss model's exact quantities are in :mod:`diffusion_regimes.datamodels.curie_weiss`.
 """
 
 from __future__ import annotations
@@ -102,15 +102,20 @@ def gm_projection_density(q: np.ndarray, t: float, d: int, mu_tilde: float, sigm
     return 0.5 * norm * (np.exp(-(q - c) ** 2 / (2 * var)) + np.exp(-(q + c) ** 2 / (2 * var)))
 
 
+def alpha(n: int, d: int) -> float:
+    """``alpha = log(n)/d``: the excess entropy f at t -> infinity, n training points in dimension d."""
+    return math.log(n) / d
+
+
 def gm_excess_entropy(t: np.ndarray | float, n: int, d: int, sigma: float) -> np.ndarray:
     """Closed-form excess entropy ``f(t) = log(n)/d + 1/2 log(Delta/(Delta + s^2 e^{-2t}))``."""
     t = np.asarray(t, dtype=np.float64)
-    return math.log(n) / d + 0.5 * np.log(delta(t) / gamma(t, sigma))
+    return alpha(n, d) + 0.5 * np.log(delta(t) / gamma(t, sigma))
 
 
 def gm_collapse_time(n: int, d: int, sigma: float) -> float:
     """Closed-form collapse time ``t_C = 1/2 log(1 + s^2/(n^{2/d} - 1))``."""
-    return 0.5 * math.log1p(sigma**2 / math.expm1(2 * math.log(n) / d))
+    return 0.5 * math.log1p(sigma**2 / math.expm1(2 * alpha(n, d)))
 
 
 def crossing_time(t: np.ndarray, y: np.ndarray, level: float) -> float:

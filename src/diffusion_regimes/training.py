@@ -138,6 +138,7 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
     xd = place_data(x, dev)
     n = x.shape[0]
     steps, batch = train_cfg["steps"], train_cfg["batch_size"]
+    every = train_cfg.get("checkpoint_every") or steps  # a run option: the last step when not given
     bar = tqdm(total=steps, initial=step, desc=f"train {arch}", unit="step", disable=not progress, mininterval=2)
     pending: list[tuple[int, torch.Tensor, float]] = []  # losses still on the device (no sync per step)
 
@@ -177,7 +178,7 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
         bar.update(1)
         if step % 50 == 0:
             flush()
-        if step % train_cfg["checkpoint_every"] == 0 or step == steps:
+        if step % every == 0 or step == steps:
             save()
     flush()
     if dev.type == "cuda":

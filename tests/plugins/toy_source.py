@@ -1,13 +1,13 @@
 """A toy solvable data model registered from outside the package, as a user would: one
-class with its schema entry. Two unit-variance Gaussians at +-m e_1 in d dimensions."""
+class with its schema entry. Two unit-variance Gaussians at +-m e_1 in d dimensions.
+
+The module is imported when the workflow's DAG is evaluated (to read the schema entry),
+so it imports torch and the package's numerical modules inside its methods: evaluating
+the DAG stays free of torch."""
 
 import numpy as np
-import torch
 
 from diffusion_regimes.datamodels import DataModel, Subset, register
-from diffusion_regimes.schedule import speciation_time
-from diffusion_regimes.scores import MixtureScore
-from diffusion_regimes.theory import gm_phi
 
 
 @register
@@ -20,6 +20,8 @@ class AxisMixture(DataModel):
 
     @classmethod
     def sample(cls, dataset, generator):
+        import torch
+
         d, n, m = dataset["d"], dataset["n"], dataset["m"]
         labels = (torch.arange(n) % 2)[torch.randperm(n, generator=generator)]
         x = torch.randn(n, d, generator=generator)
@@ -28,14 +30,21 @@ class AxisMixture(DataModel):
         return Subset(x, labels.numpy(), np.arange(n, dtype=np.int64), meta)
 
     def exact_score(self):
+        import torch
+
+        from diffusion_regimes.scores import MixtureScore
+
         centres = torch.zeros(2, self.meta["d"])
         centres[:, 0] = torch.tensor([-1.0, 1.0]) * self.meta["m"]
         return MixtureScore(centres, 1.0)
 
     def classify(self, x):
-        return (x[:, 0] > 0).to(torch.int64)
+        return (x[:, 0] > 0).long()
 
     def theory(self, t):
+        from diffusion_regimes.schedule import speciation_time
+        from diffusion_regimes.theory import gm_phi
+
         lam = 1.0 + self.meta["m"] ** 2
         return ({"phi": gm_phi(t, self.meta["m"], 1.0), "f": np.full_like(t, np.nan)},
                 {"Lambda_population": lam, "t_S_population": speciation_time(lam)})

@@ -8,6 +8,7 @@ from diffusion_regimes.config import (
     SCORE_KINDS,
     is_image,
     needs_classifier,
+    needs_t_S,
     result_keys,
     sampler_settings,
 )
@@ -58,6 +59,11 @@ def train_params(wildcards):
 def classifier_params(wildcards):
     """Training settings of the classifier (its accuracy threshold is a cloning param)."""
     return {k: v for k, v in exp_cfg(wildcards)["classifier"].items() if k != "min_accuracy"}
+
+
+def require_t_S_param(wildcards):
+    """Whether the spectrum stage must refuse Lambda <= 1 (the experiment uses t_S units)."""
+    return needs_t_S(exp_cfg(wildcards))
 
 
 def min_accuracy_param(wildcards):

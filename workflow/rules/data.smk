@@ -25,6 +25,7 @@ rule spectrum:
         spectrum=paths.SPECTRUM,
     params:
         spectrum=experiment("spectrum"),
+        require_t_S=require_t_S_param,
     log:
         log_path("spectrum"),
     benchmark:

@@ -19,6 +19,7 @@ This module does not import torch, so the configuration layer can load plugins.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pkgutil
@@ -77,9 +78,10 @@ class DataModel:
         raise InputError(f"source {self.name!r} has no exact score: use the empirical or a network score")
 
     def classify(self, x):
-        """Closed-form class (B,) int64 of final samples x (B, d) (solvable models); image
-        sources return None (their classes come from a trained classifier)."""
-        return None
+        """Closed-form class (B,) int64 of final samples x (B, d): solvable models must give it
+        (image sources' classes come from a trained classifier)."""
+        raise InputError(f"source {self.name!r} has no closed-form classes: a solvable data model must "
+                         "define classify(x)")
 
     def agreement_levels(self, trunk: np.ndarray, clone: np.ndarray) -> dict[str, np.ndarray]:
         """Extra levels of class agreement for cloning: name -> (K, P) bool, from the trunk
@@ -136,7 +138,7 @@ def for_meta(meta: dict) -> DataModel:
     return data_model(meta["source"])(meta)
 
 
-def builtin_models() -> dict[str, type[DataModel]]:
+def registered_models() -> dict[str, type[DataModel]]:
     """Every registered data model (the built-in ones and the plugins loaded so far)."""
     _load_builtins()
     return dict(REGISTRY)
@@ -151,20 +153,29 @@ def load_plugins(specs: list[str]) -> list[type[DataModel]]:
         try:
             if spec.endswith(".py"):
                 path = Path(spec).resolve()
-                name = f"diffusion_regimes_plugin_{path.stem}"
+                name = f"diffusion_regimes_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
                 if name not in sys.modules:
                     loader = importlib.util.spec_from_file_location(name, path)
                     if loader is None or not path.exists():
                         raise FileNotFoundError(path)
                     module = importlib.util.module_from_spec(loader)
                     sys.modules[name] = module
-                    loader.loader.exec_module(module)
+                    try:
+                        loader.loader.exec_module(module)
+                    except BaseException:
+                        del sys.modules[name]
+                        raise
                 module = sys.modules[name]
             else:
                 module = importlib.import_module(spec)
         except (ImportError, FileNotFoundError, SyntaxError) as err:
             raise InputError(f"plugins: cannot import {spec!r} ({type(err).__name__}: {err}); give a module "
                              "on the Python path or the path of a .py file") from None
+        except TypeError as err:  # register() refused a class (a name taken, an unknown kind)
+            raise InputError(f"plugins: {spec!r}: {err}") from None
+        except Exception as err:  # the plugin's own code failed while it was imported
+            raise InputError(f"plugins: importing {spec!r} failed ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
         new = [cls for cls in REGISTRY.values() if cls.__module__ == module.__name__]
         for cls in new:
             if not isinstance(cls.schema, dict):

@@ -18,6 +18,7 @@ from ..entropy import collapse_level
 from ..schedule import speciation_time
 from ..scores import GaussianMixtureScore, MixtureScore
 from ..theory import (
+    alpha,
     crossing_time,
     gm_collapse_time,
     gm_excess_entropy,
@@ -69,7 +70,7 @@ def _mixture_collapse(t: np.ndarray, n: int, d: int, sigma: float) -> tuple[np.n
     the entropy's finite-d level (:func:`diffusion_regimes.entropy.collapse_level`)."""
     f = gm_excess_entropy(t, n, d, sigma)
     return f, {"t_C": gm_collapse_time(n, d, sigma), "t_C_at_level": crossing_time(t, f, collapse_level(d)),
-               "alpha": math.log(n) / d}
+               "alpha": alpha(n, d)}
 
 
 @register
@@ -145,6 +146,7 @@ class HierarchicalMixture(DataModel):
         lam, lam2, _ = hierarchical_lambdas(d, mu, mu2, sigma)
         phi_super, phi_sub, phi = hierarchical_phi(t, d, mu, mu2, sigma)
         results.update({"Lambda2_population": lam2, "t_S2_population": speciation_time(lam2),
+                        "t_S_sub_population": speciation_time(lam2),
                         "t_S_super_population": speciation_time(lam), "Lambda_population": lam,
                         "t_S_population": speciation_time(lam)})
         return {"phi": phi, "f": f, "phi_super": phi_super, "phi_sub": phi_sub}, results

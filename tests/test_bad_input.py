@@ -1,0 +1,395 @@
+"""Bad input through the command line, as a careful user or an attacker would feed it.
+
+Every case asserts: a non-zero exit, exactly one ``diffusion-regimes:`` line on stderr
+that names the file or key, no traceback, nothing executed by a data file, and no file
+under ``results/`` changed except the failing job's outputs. Cases: config errors
+(through ``snakemake`` and through ``diffusion-regimes check-config``), corrupt or foreign
+Parquet tables, checkpoints and resume states (garbage, pickle payloads, malformed
+records), image files (gzip, pickles), data without a speciation regime, a kill
+during a write, and an unexpected failure inside a stage.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from workflow_api import QUICK_ENV, ROOT, TINY
+
+EXE = Path(sys.executable).parent
+SNAKEMAKE = str(EXE / "snakemake")
+CLI = str(EXE / "diffusion-regimes")
+#: pickle payloads write this file when they run
+MARK = "payload-ran"
+
+
+class Payload:
+    def __init__(self, mark: Path):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.mark}",))
+
+
+def payload(mark: Path, wrap=lambda p: {"x": p}) -> bytes:
+    return pickle.dumps(wrap(Payload(mark)))
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=QUICK_ENV)
+
+
+def snakemake(work: Path, *targets: str, configfile: Path = TINY, extra: tuple = ()) -> subprocess.CompletedProcess:
+    return run([SNAKEMAKE, *targets, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", "2",
+                "--configfile", str(configfile), *extra], work.parent)
+
+
+def snapshot(work: Path) -> dict[str, str]:
+    out = {}
+    results = work / "results"
+    if results.exists():
+        for p in results.rglob("*"):
+            if p.is_file():
+                out[p.relative_to(work).as_posix()] = hashlib.sha1(p.read_bytes()).hexdigest()
+    return out
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, *words: str) -> str:
+    """Non-zero exit, exactly one diffusion-regimes line holding ``words``, no traceback."""
+    text = proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("diffusion-regimes:")]
+    assert proc.returncode != 0, text[-3000:]
+    assert len(lines) == 1, text[-3000:]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert "Traceback" not in text, text[-3000:]
+    assert "weights_only" not in text and "lost sys.stderr" not in text and "Exception ignored" not in text
+    return lines[0]
+
+
+def assert_only_changed(before: dict, after: dict, allowed: set[str]) -> None:
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed <= allowed, sorted(changed - allowed)
+    assert not [k for k in after if k.endswith(".tmp")], "a temporary file was left behind"
+
+
+# ----------------------------------------------------------------------------- configs
+def _tiny() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+CONFIG_CASES = {  # name: (edit of the tiny config, words of the one line)
+    "unknown key": (lambda c: c["experiments"]["gmm"]["cloning"].update(n_pair=3),
+                    ["experiments.gmm.cloning", "unknown key 'n_pair'"]),
+    "wrong type": (lambda c: c["experiments"]["gmm"]["cloning"].update(n_pairs="many"),
+                   ["experiments.gmm.cloning.n_pairs", "'many' is not of type 'integer'"]),
+    "integer as float": (lambda c: c["experiments"]["gmm"]["dataset"].update(n=200.0),
+                         ["experiments.gmm.dataset.n", "an integer >= 2, or a list"]),
+    "d too small": (lambda c: c["experiments"]["gmm"]["dataset"].update(d=1),
+                    ["experiments.gmm.dataset.d", "1 is not an integer >= 2, or a list"]),
+    "d list": (lambda c: c["experiments"]["gmm"]["dataset"].update(d=[1, 16]),
+               ["experiments.gmm.dataset.d", "[1, 16] is not an integer >= 2, or a list"]),
+    "n list": (lambda c: c["experiments"]["gmm"]["dataset"].update(n=[100, "x"]),
+               ["experiments.gmm.dataset.n", "is not an integer >= 2, or a list"]),
+    "odd d": (lambda c: c["experiments"].update(h={"dataset": {"source": "hierarchical_mixture", "d": 33, "n": 40},
+                                                   "scores": ["exact"]}),
+              ["experiments.h.dataset.d", "is not an even integer >= 2"]),
+    "unknown source": (lambda c: c["experiments"]["gmm"]["dataset"].update(source="gmm"),
+                       ["experiments.gmm.dataset.source", "'gmm' is not one of"]),
+    "OU branch time beyond T": (lambda c: c["experiments"]["gmm"].update(
+        cloning={"time_unit": "ou", "branch_times": [1.0, 7.0]}),
+        ["experiments.gmm.cloning.branch_times", "OU time 7.0 is outside the sampler's grid", "sampler.T"]),
+    "more shards than blocks": (lambda c: c["experiments"]["gmm"]["cloning"].update(shards=3),
+                                ["experiments.gmm.cloning.shards", "only 1 blocks"]),
+    "unimportable plugin": (lambda c: c.update(plugins=["no_such_module_here"]),
+                            ["plugins", "no_such_module_here"]),
+    "exact score of images": (lambda c: c["experiments"]["digits"].update(scores=["exact"]),
+                              ["experiments.digits.scores", "'exact' needs a solvable data model"]),
+}
+
+
+#: the cases also run through snakemake itself (the Snakefile's validation gives the same line)
+THROUGH_SNAKEMAKE = {"unknown key", "d list", "OU branch time beyond T", "unimportable plugin"}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_bad_config(case, tmp_path):
+    edit, words = CONFIG_CASES[case]
+    cfg = _tiny()
+    edit(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    line = assert_one_line(run([CLI, "check-config", str(path)], tmp_path), *words)
+    if case in THROUGH_SNAKEMAKE:
+        work = tmp_path / "work"
+        work.mkdir()
+        assert assert_one_line(snakemake(work, configfile=path, extra=("-n",)), *words) == line
+        assert not (work / "results").exists()
+
+
+def test_config_file_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("seed: 0\nexperiments:\n  gmm: {dataset: {source: gaussian_mixture\n  other: [1, 2\n")
+    for cmd in ([CLI, "check-config", str(bad)], [CLI, "run", "-n", "--configfile", str(bad)]):
+        assert_one_line(run(cmd, ROOT), "broken.yaml", "line 4", "not valid YAML")
+    for cmd in ([CLI, "check-config", str(tmp_path / "missing.yaml")],
+                [CLI, "run", "-n", "--configfile", str(tmp_path / "missing.yaml")]):
+        assert_one_line(run(cmd, ROOT), "missing.yaml", "No such file")
+    good = run([CLI, "run", "-n", "--configfile", str(TINY), "-d", str(tmp_path / "w")], ROOT)
+    assert good.returncode == 0, good.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- files of a run
+def _write_parquet(path: Path, meta: bytes | None) -> None:
+    table = pa.table({"t": [0.1, 0.2]})
+    pq.write_table(table.replace_schema_metadata({b"diffusion_regimes": meta} if meta is not None else None), path)
+
+
+def _garbage(path: Path, mark: Path) -> None:
+    path.write_bytes(b"\x00garbage\xff" * 10)
+
+
+FILE_CASES = {
+    # name: (file to spoil, how, target, words, outputs of the failing job)
+    "corrupt data table": ("results/gmm/data.parquet", _garbage, "results/gmm/spectrum.parquet",
+                           ["gmm/data.parquet", "not a readable Parquet file"], {"results/gmm/spectrum.parquet"}),
+    "metadata not JSON": ("results/gmm/spectrum.parquet", lambda p, m: _write_parquet(p, b"{not json"),
+                          "results/gmm/theory.parquet", ["gmm/spectrum.parquet", "not valid JSON"],
+                          {"results/gmm/theory.parquet"}),
+    "no metadata": ("results/gmm/spectrum.parquet", lambda p, m: _write_parquet(p, None),
+                    "results/gmm/theory.parquet", ["gmm/spectrum.parquet", "no 'diffusion_regimes' metadata"],
+                    {"results/gmm/theory.parquet"}),
+    "another stage's table": ("results/gmm/spectrum.parquet",
+                              lambda p, m: shutil.copy(p.parent / "entropy.parquet", p),
+                              "results/gmm/theory.parquet", ["gmm/spectrum.parquet", "written by the entropy stage"],
+                              {"results/gmm/theory.parquet"}),
+    "checkpoint of garbage": ("results/digits/models/unet.pt", _garbage,
+                              "results/digits/unet/shards/cloning_0.parquet",
+                              ["digits/models/unet.pt", "not a checkpoint"],
+                              {"results/digits/unet/shards/cloning_0.parquet",
+                               "results/digits/unet/shards/snapshots_0.parquet"}),
+    "checkpoint with a pickle payload": ("results/digits/models/unet.pt",
+                                         lambda p, m: p.write_bytes(payload(m)),
+                                         "results/digits/unet/shards/collapse_0.parquet",
+                                         ["digits/models/unet.pt", "unsafe"],
+                                         {"results/digits/unet/shards/collapse_0.parquet",
+                                          "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+    "checkpoint with a torch.save payload": (
+        "results/digits/models/unet.pt", lambda p, m: torch.save({"state_dict": Payload(m), "network": {}}, p),
+        "results/digits/unet/shards/collapse_0.parquet", ["digits/models/unet.pt", "unsafe"],
+        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+    "malformed network record": (
+        "results/digits/models/unet.pt",
+        lambda p, m: torch.save({**torch.load(p, weights_only=True), "network": {"arch": "unet", "shape": "abc"}}, p),
+        "results/digits/unet/shards/collapse_0.parquet", ["digits/models/unet.pt", "malformed network record"],
+        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+    "weights that are not tensors": (
+        "results/digits/models/unet.pt",
+        lambda p, m: torch.save({**torch.load(p, weights_only=True), "state_dict": {"w": [1, 2]}}, p),
+        "results/digits/unet/shards/collapse_0.parquet", ["digits/models/unet.pt", "state_dict"],
+        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+    "classifier with a malformed config": (
+        "results/digits/classifier.pt",
+        lambda p, m: torch.save({**torch.load(p, weights_only=True), "config": {"arch": 3}, "shape": [1, "x"]}, p),
+        "results/digits/empirical/shards/cloning_0.parquet", ["digits/classifier.pt", "malformed classifier"],
+        {"results/digits/empirical/shards/cloning_0.parquet", "results/digits/empirical/shards/snapshots_0.parquet"}),
+    "classifier with a pickle payload": (
+        "results/digits/classifier.pt", lambda p, m: p.write_bytes(payload(m)),
+        "results/digits/empirical/shards/cloning_0.parquet", ["digits/classifier.pt", "unsafe"],
+        {"results/digits/empirical/shards/cloning_0.parquet", "results/digits/empirical/shards/snapshots_0.parquet"}),
+    "resume state with a pickle payload": (
+        "results/digits/models/.state/unet.pt", lambda p, m: (p.write_bytes(payload(m)),
+                                                            (p.parent.parent / "unet.pt").unlink()),
+        "results/digits/models/unet.pt", [".state/unet.pt", "unsafe"],
+        {"results/digits/models/unet.pt", "results/digits/models/unet_log.parquet",
+         "results/digits/models/.state/unet.pt"}),
+    "resume state of garbage": (
+        "results/digits/models/.state/unet.pt", lambda p, m: (_garbage(p, m), (p.parent.parent / "unet.pt").unlink()),
+        "results/digits/models/unet.pt", [".state/unet.pt", "delete it"],
+        {"results/digits/models/unet.pt", "results/digits/models/unet_log.parquet",
+         "results/digits/models/.state/unet.pt"}),
+    "empty snapshot table": (
+        "results/digits/unet/snapshots.parquet",
+        lambda p, m: pq.write_table(pq.read_table(p).slice(0, 0), p),
+        "results/figures/digits/samples.png", ["digits/unet/snapshots.parquet", "no snapshot of pair 0"],
+        {"results/figures/digits/samples.png"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_bad_file_in_a_run(case, tiny_copy):
+    spoiled, how, target, words, outputs = FILE_CASES[case]
+    work = tiny_copy
+    mark = work.parent / MARK
+    path = work / spoiled
+    how(path, mark)
+    before = snapshot(work)
+    proc = snakemake(work, target)
+    assert_one_line(proc, *words)
+    assert not mark.exists(), "a data file ran code"
+    assert_only_changed(before, snapshot(work), outputs | {spoiled})
+
+
+# ----------------------------------------------------------------------------- image files
+def _idx(folder: Path, packed: str | None) -> None:
+    folder.mkdir(parents=True)
+    images = np.zeros((20, 28, 28), dtype=np.uint8)
+    labels = (np.arange(20) % 10).astype(np.uint8)
+    blobs = {"train-images-idx3-ubyte": struct.pack(">IIII", 0x0803, 20, 28, 28) + images.tobytes(),
+             "train-labels-idx1-ubyte": struct.pack(">II", 0x0801, 20) + labels.tobytes()}
+    for name, blob in blobs.items():
+        if packed == "truncated":
+            (folder / f"{name}.gz").write_bytes(gzip.compress(blob)[:-40])
+        elif packed == "not gzip":
+            (folder / f"{name}.gz").write_bytes(blob)
+        else:
+            (folder / name).write_bytes(blob)
+
+
+def _cifar(folder: Path, mark: Path) -> None:
+    base = folder / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, fh)
+    batch = {"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
+    for k in range(1, 6):
+        (base / f"data_batch_{k}").write_bytes(payload(mark, lambda p: {**batch, "x": p}) if k == 3
+                                                else pickle.dumps(batch))
+
+
+def _imagenet(folder: Path, mark: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "train_data_batch_1").write_bytes(payload(mark, lambda p: {"data": p, "labels": [1]}))
+
+
+IMAGE_CASES = {
+    "truncated gzip IDX": ("mnist", lambda f, m: _idx(f, "truncated"), ["train-images-idx3-ubyte.gz", "gzip"]),
+    "IDX .gz that is not gzip": ("mnist", lambda f, m: _idx(f, "not gzip"), ["train-images-idx3-ubyte.gz", "gzip"]),
+    "missing IDX files": ("mnist", lambda f, m: f.mkdir(), ["train-images-idx3-ubyte", "not found"]),
+    "CIFAR batch with a pickle payload": ("cifar10", _cifar, ["data_batch_3", "not allowed in a data file"]),
+    "ImageNet batch with a pickle payload": ("imagenet_downsampled", _imagenet,
+                                             ["train_data_batch_1", "not allowed in a data file"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_CASES))
+def test_bad_image_files(case, tmp_path):
+    source, make, words = IMAGE_CASES[case]
+    mark = tmp_path / MARK
+    make(tmp_path / "data", mark)
+    cfg = {"experiments": {"img": {"dataset": {"source": source, "classes": [0, 1], "size": 16,
+                                               "data_root": str(tmp_path / "data")}, "scores": ["empirical"]}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert_one_line(snakemake(work, "results/img/data.parquet", configfile=tmp_path / "c.yaml"), *words)
+    assert not mark.exists(), "a data file ran code"
+    assert snapshot(work) == {}
+
+
+# ----------------------------------------------------------------------------- runs
+def test_no_speciation_regime_stops_before_any_network(tmp_path):
+    """Digits at 8x8 have Lambda < 1: the spectrum stage refuses them, and neither the
+    classifier nor the U-Net is trained."""
+    cfg = _tiny()
+    cfg["experiments"] = {"digits": cfg["experiments"]["digits"]}
+    cfg["experiments"]["digits"]["dataset"]["size"] = 8
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert_one_line(snakemake(work, configfile=tmp_path / "c.yaml"), "digits/data.parquet", "Lambda", "<= 1",
+                    "dataset.size")
+    made = set(snapshot(work))
+    assert "results/digits/data.parquet" in made and not (work / "results/digits/spectrum.parquet").exists()
+    assert not [f for f in made if "classifier" in f or "/models/" in f], made  # no network was trained
+
+
+def test_unexpected_failure_keeps_the_terminal_clean(tmp_path):
+    """A bug inside a stage: the traceback goes to the job's log and the streams are restored
+    before the log closes (no 'lost sys.stderr')."""
+    plugin = tmp_path / "failing.py"
+    plugin.write_text(
+        "from diffusion_regimes.datamodels import DataModel, register\n"
+        "@register\n"
+        "class Failing(DataModel):\n"
+        "    name, kind = 'failing', 'solvable'\n"
+        "    schema = {'properties': {'d': {'type': 'integer'}, 'n': {'type': 'integer'}}}\n"
+        "    @classmethod\n"
+        "    def sample(cls, dataset, generator):\n"
+        "        raise RuntimeError('a bug in the sampler')\n")
+    cfg = {"plugins": [str(plugin)], "experiments": {"f": {"dataset": {"source": "failing", "d": 4, "n": 8},
+                                                           "scores": ["exact"]}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = snakemake(work, "results/f/data.parquet", configfile=tmp_path / "c.yaml")
+    assert proc.returncode != 0
+    assert "lost sys.stderr" not in proc.stderr and "Exception ignored" not in proc.stderr
+    log = (work / "logs/f/subset.log").read_text()
+    assert "Traceback" in log and "a bug in the sampler" in log
+
+
+def test_kill_during_a_write_leaves_nothing_the_next_run_keeps(tmp_path):
+    """SIGKILL while a table is being written leaves a temporary file; the next write to the
+    same folder removes it. A killed snakemake leaves its lock, which --unlock clears."""
+    from diffusion_regimes.io import atomic_path, write_table
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code = ("import time\nfrom diffusion_regimes.io import atomic_path\n"
+            f"with atomic_path({str(folder / 'table.parquet')!r}) as tmp:\n"
+            "    tmp.write_bytes(b'half')\n    print('writing', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stale = list(folder.glob(".*.tmp"))
+    assert len(stale) == 1 and not (folder / "table.parquet").exists()
+    write_table(pa.table({"t": [1.0]}), folder / "other.parquet", {"stage": "test"})
+    assert list(folder.glob(".*.tmp")) == [], "the stale temporary is still there"
+    with atomic_path(folder / "table.parquet") as tmp:  # a live writer's temporary is never removed
+        write_table(pa.table({"t": [2.0]}), folder / "third.parquet", {"stage": "test"})
+        assert tmp.exists()
+        tmp.write_bytes(b"x")
+    assert (folder / "table.parquet").read_bytes() == b"x"
+
+
+def test_killed_snakemake_lock_and_recovery(tmp_path):
+    cfg = _tiny()
+    cfg["experiments"] = {"gmm": cfg["experiments"]["gmm"]}
+    cfg["experiments"]["gmm"]["entropy"]["n_samples"] = 20000  # long enough to be killed in the middle
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    args = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", "1", "--configfile",
+            str(tmp_path / "c.yaml")]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=QUICK_ENV)
+    deadline = time.time() + 300
+    while not (work / "results/gmm/spectrum.parquet").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    locked = run(args, tmp_path)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    assert run(args + ["--unlock"], tmp_path).returncode == 0
+    again = run(args + ["--rerun-incomplete", "results/gmm/theory.parquet"], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    meta = json.loads(pq.read_schema(work / "results/gmm/theory.parquet").metadata[b"diffusion_regimes"])
+    assert meta["stage"] == "theory"
