@@ -42,7 +42,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             path = str(Path(tmp) / f"{name}.parquet")
-            stages.subset({}, {"data": path}, name, {"per_class": None, **DATASETS[name]}, 0)
+            stages.subset({}, {"data": path, "reference": path + ".reference"}, name,
+                          {"per_class": None, "holdout": 0.0, **DATASETS[name]}, 0)
             x, labels, meta = load_subset(path)
             shape = image_shape(meta)
             for arch in args.archs:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_regimes.collapse import collapse_times, track_nearest
+from diffusion_regimes.collapse import collapse_table, collapse_times, track_nearest
 from diffusion_regimes.entropy import entropy_collapse_time, excess_entropy
 from diffusion_regimes.sampling import Sampler
 from diffusion_regimes.schedule import delta, time_grid
@@ -61,8 +61,10 @@ def test_empirical_score_trajectories_end_on_training_points(gen):
     a = torch.randn(30, 20, generator=gen)
     train = EmpiricalScore(a)
     samp = Sampler(time_grid("log_snr", 150, 4.0, 1e-3))
-    times, nearest, d_star, _ = track_nearest(train, samp, train, 40, seed=0, every=5, batch=16)
-    assert nearest.shape == (len(times), 40) and times[0] == 4.0
+    track = track_nearest(train, samp, train, 40, seed=0, every=5, batch=16)
+    assert track.nearest.shape == (len(track.times), 40) and track.times[0] == 4.0
+    table = collapse_table(track, train)
     # memorised: the denoised final sample is a training point (they are ~ sqrt(2 d) ~ 6 apart)
-    assert (d_star < 1e-3).all()
-    assert (nearest[-1] == nearest[-2]).mean() > 0.9
+    assert (table["d_star"] < 1e-3).all() and table["memorised"].all()
+    assert (track.nearest[-1] == track.nearest[-2]).mean() > 0.9
+    assert table["t_collapse_null"].isna().all()  # no reference set given

@@ -57,8 +57,8 @@ def test_partial_blocks_keep_their_own_defaults():
     cfg = yaml.safe_load((ROOT / "tests/tiny_config.yaml").read_text())
     cfg["experiments"]["digits"]["network_sampler"] = {"steps": 50}
     ns = validate_config(cfg)["experiments"]["digits"]["network_sampler"]
-    assert (ns["method"], ns["grid"], ns["steps"]) == ("ddpm", "ddpm", 50)
-    assert validate_config(cfg)["experiments"]["gmm"]["sampler"]["method"] == "euler_maruyama"
+    assert (ns["method"], ns["grid"], ns["steps"], ns["T"]) == ("heun", "log_snr", 50, 5.0)  # its own default T
+    assert validate_config(cfg)["experiments"]["cw_d8"]["sampler"]["T"] == 5.0  # set in the file
 
 
 def test_default_and_test_configs_validate():
@@ -66,7 +66,7 @@ def test_default_and_test_configs_validate():
                         ("tests/tiny_config.yaml", {"gmm", "cw_d8", "cw_d12", "digits"})]:
         cfg = load_config(ROOT / path)
         assert set(cfg["experiments"]) == names
-        assert cfg["experiments"]["digits"]["network_sampler"]["method"] == "ddpm"
+        assert cfg["experiments"]["digits"]["network_sampler"]["method"] in ("heun", "ddpm")
     paper = set(load_config(ROOT / "config/paper.yaml")["experiments"])
     assert paper == {"mnist", "cifar2", "imagenet16", "imagenet32", "lsun64", "celeba64"}
     solvable = load_config(ROOT / "config/solvable.yaml")["experiments"]
@@ -85,7 +85,7 @@ def test_default_and_test_configs_validate():
     (lambda c: c.update(colour="red"), "unknown key 'colour'"),
     (lambda c: c["experiments"]["gmm"]["cloning"].update(branch_times=[2.0, 1.0]), "increasing order"),
     (lambda c: c["experiments"]["gmm"]["cloning"].update(branch_times=[1.0, 1.0]), "strictly increasing"),
-    (lambda c: c["experiments"]["digits"]["network_sampler"].update(steps=1000), "at most 999 steps"),
+    (lambda c: c["experiments"]["digits"]["network_sampler"].update(grid="ddpm", steps=1000), "at most 999 steps"),
     (lambda c: c["experiments"]["gmm"]["dataset"].update(n=1000.0), "experiments.gmm.dataset.n: 1000.0 is not"),
     (lambda c: c["experiments"]["gmm"]["sampler"].update(t_end=7.0), "experiments.gmm.sampler.t_end: must be"),
     (lambda c: c["experiments"]["digits"]["dataset"].update(size=9), "experiments.digits.dataset.size"),
@@ -111,7 +111,8 @@ def test_bad_data_file_and_model_give_one_line_errors(tmp_path):
     assert "data.parquet" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "s.parquet").exists()
 
-    stages.subset({}, {"data": str(data)}, "e", {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, 0)
+    stages.subset({}, {"data": str(data), "reference": str(tmp_path / "r.parquet")}, "e",
+                  {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, 0)
     stages.spectrum({"data": str(data)}, {"spectrum": str(tmp_path / "s.parquet")}, SPECTRUM)
     model = tmp_path / "unet.pt"
     save_checkpoint({"state_dict": {"w": torch.ones(1)}, "network": {
@@ -119,7 +120,8 @@ def test_bad_data_file_and_model_give_one_line_errors(tmp_path):
                                    "attention_resolutions": [], "dropout": 0.0},
         "shape": [1, 16, 16], "prediction": "eps", "time_scale": 200.0}}, model)
     with pytest.raises(InputError, match="weights do not fit") as err:
-        stages.collapse_shard({"data": str(data), "spectrum": str(tmp_path / "s.parquet"), "model": str(model)},
+        stages.collapse_shard({"data": str(data), "spectrum": str(tmp_path / "s.parquet"), "model": str(model),
+                               "reference": str(tmp_path / "r.parquet")},
                               {"times": str(tmp_path / "t.parquet"), "pairs": str(tmp_path / "p.parquet")}, "e",
                               "unet", {"n_trajectories": 2, "track_every": 1, "n_pairs": 2, "pair_batch": 2,
                                        "branch_times": [0.5, 1.0], "shards": 1},

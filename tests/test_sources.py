@@ -21,7 +21,9 @@ def load_source(dataset: dict):
 
 
 def subset(dataset: dict, seed: int):
-    return make_subset(dataset, generator(seed))
+    """The training table and its metadata (image sources make their reference themselves)."""
+    table, meta, _, _ = make_subset(dataset, generator(seed))
+    return table, meta
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, packed: bool) -> None:
@@ -212,3 +214,17 @@ def test_lsun_databases_and_folders(tmp_path, layout):
     assert np.allclose(x[labels == 0], 30 / 255, atol=0.03) and np.allclose(x[labels == 1], 220 / 255, atol=0.03)
     with pytest.raises(InputError, match="bedroom_train_lmdb: LMDB database"):
         subset({"source": "lsun", "data_root": str(tmp_path), "classes": ["bedroom", "church_outdoor"]}, 0)
+
+
+def test_holdout_split_is_the_reference_and_holdout_0_gives_none():
+    dataset = {"source": "sklearn_digits", "classes": [1, 8], "size": 16}
+    table, meta, ref, ref_meta = make_subset({**dataset, "holdout": 0.25}, generator(0))
+    assert meta["reference"] == ref_meta["reference"] == "held-out split"
+    train_idx = set(np.asarray(table.column("source_index")))
+    ref_idx = set(np.asarray(ref.column("source_index")))
+    assert not train_idx & ref_idx and len(train_idx) + len(ref_idx) == 356  # disjoint, together every image
+    assert abs(ref.num_rows - 89) <= 1 and sorted(set(np.asarray(ref.column("label")))) == [0, 1]
+    x = np.stack(table.column("x").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(x.mean(), 0.0, atol=1e-5)  # centred by the training split's own mean
+    _, meta0, ref0, ref_meta0 = make_subset({**dataset, "holdout": 0.0}, generator(0))
+    assert meta0["n"] == 356 and ref0.num_rows == 0 and ref_meta0["reference"] == "none"

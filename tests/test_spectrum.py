@@ -37,7 +37,8 @@ def test_spectrum_of_known_synthetic_data_at_d_12288(gen):
 
 def test_spectrum_stage_records_channel0_and_choice(tmp_path):
     data = tmp_path / "data.parquet"
-    stages.subset({}, {"data": str(data)}, "e", {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, 0)
+    stages.subset({}, {"data": str(data), "reference": str(tmp_path / "r.parquet")}, "e",
+                  {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, 0)
     out = tmp_path / "s.parquet"
     stages.spectrum({"data": str(data)}, {"spectrum": str(out)}, {"top": 5, "method": "auto", "lambda_from": "all"})
     table, meta = read_table(out)

@@ -66,7 +66,7 @@ def test_the_noise_convention_is_defined_once():
     assert _where(r"expm1\(-2") == ["schedule.py"]
     assert _where(r"sigma\s*\*\*\s*2\s*\*\s*(math|np)\.exp\(-2") == ["schedule.py"]
     assert _where(r"def forward_noise|def delta\(|def gamma\(") == ["schedule.py"]
-    assert _where(r"\* eps\b") == ["schedule.py"]  # a e^{-t} + sqrt(Delta_t) eps
+    assert _where(r"sqrt\(delta\(t\)\) \* |delta\(t\)\.sqrt\(\)\[") == ["schedule.py"]  # sqrt(Delta_t) * noise
     assert _where(r"-1\.0 / math\.sqrt\(delta") == ["networks.py"]
     assert _where(r"TIME_SCALE|time_scale \*") == ["networks.py"]
 

@@ -37,3 +37,11 @@ def test_crossing_time_interpolates():
     t = np.array([1.0, 2.0, 3.0])
     assert theory.crossing_time(t, np.array([1.0, 0.5, 0.0]), 0.75) == pytest.approx(1.5)
     assert math.isnan(theory.crossing_time(t, np.array([1.0, 0.9, 0.8]), 0.1))
+
+
+def test_mixture_collapse_time_at_infinite_and_finite_d():
+    """d -> infinity: 1/2 log(1 + s^2/(n^{2/d} - 1)); at finite d the mixing entropy of the two
+    classes stays: 1/2 log(1 + s^2/((n/2)^{2/d} - 1))."""
+    assert theory.gm_collapse_time(2000, 256, 1.0) == pytest.approx(1.427, abs=1e-3)
+    assert theory.gm_collapse_time(2000, 256, 1.0, classes=2) == pytest.approx(1.473, abs=1e-3)
+    assert theory.alpha(2000, 256) == pytest.approx(math.log(2000) / 256)

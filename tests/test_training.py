@@ -141,7 +141,8 @@ def test_describe_model_unknown_experiment_is_one_line(capsys):
 
 
 def test_classifier_reaches_threshold_on_digits(tmp_path):
-    stages.subset({}, {"data": str(tmp_path / "d.parquet")}, "e", {"source": "sklearn_digits", "classes": [1, 8]}, 0)
+    stages.subset({}, {"data": str(tmp_path / "d.parquet"), "reference": str(tmp_path / "r.parquet")}, "e",
+                  {"source": "sklearn_digits", "classes": [1, 8]}, 0)  # holdout 0: all 356 images
     x, labels, _ = load_subset(str(tmp_path / "d.parquet"))
     cfg = {"arch": "small_cnn", "width": 16, "epochs": 100, "batch_size": 64, "lr": 2e-3, "holdout": 0.2,
            "noise": 0.05}
@@ -150,3 +151,17 @@ def test_classifier_reaches_threshold_on_digits(tmp_path):
     resnet = {**cfg, "arch": "resnet18", "epochs": 10, "lr": 1e-3}
     net, acc, _ = train_classifier(x, labels, (1, 16, 16), resnet, 0, progress=False)
     assert acc >= 0.95 and count_parameters(net) == count_parameters(build_classifier(resnet, (1, 16, 16)))
+
+
+def test_compiled_training_runs_and_matches_eager(tmp_path, gen, monkeypatch):
+    """train.compile goes through torch.compile (its eager backend here, to stay fast): the
+    compiled module is passed to the wrapper's loss, never tested for truth (an
+    OptimizedModule has no len())."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: real(module, backend="eager"))
+    x = torch.randn(20, 64, generator=gen)
+    compiled, log_c = train(x, tmp_path / "c.pt", steps=3, compile=True)
+    eager, log_e = train(x, tmp_path / "e.pt", steps=3)
+    assert list(log_c["step"]) == [1, 2, 3]
+    for a, b in zip(compiled.state_dict().values(), eager.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -26,7 +26,11 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
         "digits/models/unet_log.parquet": ["step", "loss", "lr"],
         "gmm/exact/cloning.parquet": ["t", "phi", "phi_se", "phi_lo", "phi_hi", "n_pairs"],
         "digits/unet/cloning.parquet": ["t", "phi", "phi_se", "phi_lo", "phi_hi", "n_pairs"],
-        "gmm/empirical/collapse_times.parquet": ["trajectory", "t_collapse", "nearest_index", "d_star"],
+        "gmm/empirical/collapse_times.parquet": ["trajectory", "t_collapse", "nearest_index", "d_star", "d1", "d2",
+                                                 "memorised", "t_collapse_null", "memorised_null"],
+        "gmm/exact/collapse_times.parquet": ["trajectory", "t_collapse", "memorised", "t_collapse_null"],
+        "gmm/reference.parquet": ["label", "source_index", "x"],
+        "digits/reference.parquet": ["label", "source_index", "x"],
         "digits/unet/phi_c.parquet": ["t", "phi_c", "phi_c_se"],
         "gmm/entropy.parquet": ["t", "f", "f_se"],
         "gmm/theory.parquet": ["t", "phi", "f"],
@@ -57,6 +61,19 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
     assert "| experiment" in (r / "table1.md").read_text()
     summary, _ = read_table(r / "summary.parquet")
     assert len(summary) == 6 and set(summary["score"]) == {"exact", "empirical", "unet"}
+    for col in ("memorised_fraction", "memorised_fraction_se", "t_C_memorised", "t_C_null", "t_C_entropy_lo",
+                "t_C_entropy_hi", "t_C_theory_gm_finite_d", "t_S_measured_corrected"):
+        assert col in summary, col
+    gmm = summary[summary["experiment"] == "gmm"].set_index("score")
+    assert gmm.loc["exact", "memorised_fraction"] == 0 and gmm.loc["empirical", "memorised_fraction"] == 1
+    assert gmm.loc["exact", "t_C_entropy_lo"] < gmm.loc["exact", "t_C_entropy"] < gmm.loc["exact", "t_C_entropy_hi"]
+    assert gmm.loc["exact", "t_C_theory_gm_finite_d"] > gmm.loc["exact", "t_C_theory_gm"]
+    digits = read_metadata(r / "digits/data.parquet")
+    assert digits["n"] == 178 and read_metadata(r / "digits/reference.parquet")["n"] == 178  # holdout 0.5
+    assert not (set(pq.read_table(r / "digits/data.parquet").column("source_index").to_pylist())
+                & set(pq.read_table(r / "digits/reference.parquet").column("source_index").to_pylist()))
+    unet = read_metadata(r / "digits/unet/cloning.parquet")
+    assert 0.5 <= unet["confidence_mean"] <= 1 and "label_noise_generated" in unet
     for fig in ["gmm/phi.png", "gmm/collapse.png", "gmm/symmetry.png", "digits/phi.png", "digits/collapse.png",
                 "digits/samples.png", "groups/cw/speciation.png", "groups/cw/collapse.png", "cw_d12/phi.png"]:
         assert (r / "figures" / fig).stat().st_size > 10_000

@@ -63,18 +63,43 @@ def train_classifier(x: torch.Tensor, labels: torch.Tensor, shape: tuple[int, in
     return model, float((pred == labels[test]).float().mean()), int(n_test)
 
 
-def classifier_labeller(model: nn.Module, shape: tuple[int, int, int], batch: int = 1024,
-                        device: str = "cpu") -> Labeller:
+#: a labelled sample whose top class probability is below this is counted as unsure
+LOW_CONFIDENCE = 0.9
+
+
+class ClassifierLabeller:
     """Labeller ``(B, d) -> (B,)`` int64 classes (on the CPU) from a trained classifier,
-    evaluated ``batch`` rows at a time on ``device``."""
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
+    evaluated ``batch`` rows at a time on ``device``; it records the classifier's
+    confidence (top softmax probability) on everything it labels."""
+
+    def __init__(self, model: nn.Module, shape: tuple[int, int, int], batch: int = 1024, device: str = "cpu"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.shape, self.batch = tuple(shape), int(batch)
+        self.confidences: list[torch.Tensor] = []
 
     @torch.no_grad()
-    def label(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model(x[i:i + batch].to(dev).view(-1, *shape)).argmax(1).cpu()
-                          for i in range(0, x.shape[0], batch)])
-    return label
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        labels = []
+        for i in range(0, x.shape[0], self.batch):
+            p = torch.softmax(self.model(x[i:i + self.batch].to(self.device).view(-1, *self.shape)).float(), 1).cpu()
+            conf, lab = p.max(1)
+            self.confidences.append(conf)
+            labels.append(lab)
+        return torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64)
+
+    def confidence_counts(self) -> dict:
+        """Sums that merge across shards: labelled samples, the sum of their confidences, and
+        how many were below :data:`LOW_CONFIDENCE`."""
+        c = torch.cat(self.confidences) if self.confidences else torch.empty(0)
+        return {"labelled": int(c.numel()), "confidence_sum": float(c.double().sum()),
+                "low_confidence": int((c < LOW_CONFIDENCE).sum())}
+
+
+def classifier_labeller(model: nn.Module, shape: tuple[int, int, int], batch: int = 1024,
+                        device: str = "cpu") -> ClassifierLabeller:
+    """A :class:`ClassifierLabeller` of a trained classifier."""
+    return ClassifierLabeller(model, shape, batch, device)
 
 
 def save_classifier(model: nn.Module, cfg: dict, shape: tuple[int, ...], accuracy: float, metadata: dict,

@@ -7,9 +7,10 @@
   before the workflow's own checks run, and its messages for a missing file or a
   YAML error name neither the file nor the line).
 - ``diffusion-regimes describe-model --config CONFIG --experiment EXP``: the
-  architecture summary and parameter count of an experiment's U-Net (and of its
-  classifier, for image data) for the input shape its dataset block will produce,
-  without reading the data.
+  architecture summary and parameter count of an experiment's networks (the U-Net
+  for image data, the residual MLP for vectors or when listed, the classifier for
+  image data) for the input shape its dataset block will produce, without reading
+  the data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from .config import load_config, load_yaml, needs_classifier, validate_config
 from .datamodels import data_model
 from .errors import InputError
-from .models import build_classifier, build_network, count_parameters, describe
+from .models import build_classifier, build_network, count_parameters, describe, network_input_shape
 
 
 def describe_model(config_path: str, experiment: str, classifier: bool = True) -> str:
@@ -33,17 +34,23 @@ def describe_model(config_path: str, experiment: str, classifier: bool = True) -
         raise InputError(f"experiment {experiment!r} is not in {config_path}: it has {sorted(exps)}")
     exp = exps[experiment]
     source = data_model(exp["dataset"]["source"])
-    if source.kind != "images":
-        raise InputError(f"experiment {experiment!r} has vector data (source {source.name!r}): its score models "
-                         "are analytic, there is no U-Net to describe")
     shape = source.planned_shape(exp["dataset"])
-    unet = build_network("unet", exp["model"], shape)
-    m = exp["model"]
-    out = [f"# {experiment}: U-Net for {shape[0]}x{shape[1]}x{shape[2]} images "
-           f"(channels {m['channels']}, channel_mult {m['channel_mult']}, num_res_blocks {m['num_res_blocks']}, "
-           f"attention_resolutions {m['attention_resolutions']}, dropout {m['dropout']})"
-           + ("" if "unet" in exp["scores"] else "  [unet is not among this experiment's scores]"),
-           describe(unet, shape), f"U-Net parameters: {count_parameters(unet):,}"]
+    out = []
+    if source.kind == "images":
+        unet = build_network("unet", exp["model"], shape)
+        m = exp["model"]
+        out += [f"# {experiment}: U-Net for {shape[0]}x{shape[1]}x{shape[2]} images "
+                f"(channels {m['channels']}, channel_mult {m['channel_mult']}, num_res_blocks "
+                f"{m['num_res_blocks']}, attention_resolutions {m['attention_resolutions']}, dropout {m['dropout']})"
+                + ("" if "unet" in exp["scores"] else "  [unet is not among this experiment's scores]"),
+                describe(unet, shape), f"U-Net parameters: {count_parameters(unet):,}"]
+    if "mlp" in exp["scores"] or source.kind != "images":
+        flat = network_input_shape("mlp", shape)
+        mlp = build_network("mlp", exp["mlp"], flat)
+        out += ([""] if out else []) + [
+            f"# {experiment}: residual MLP for vectors of length {flat[0]} ({exp['mlp']})"
+            + ("" if "mlp" in exp["scores"] else "  [mlp is not among this experiment's scores]"),
+            describe(mlp, flat), f"MLP parameters: {count_parameters(mlp):,}"]
     if classifier and needs_classifier(exp):
         net = build_classifier(exp["classifier"], shape)
         out += ["", f"# {experiment}: classifier {exp['classifier']['arch']}", describe(net, shape),

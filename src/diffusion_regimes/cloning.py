@@ -15,6 +15,7 @@ turns agreements into phi(t) with bootstrap errors (:func:`agreement_table`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .io import read_metadata
-from .sampling import Sampler, tweedie
+from .sampling import EVALS_PER_STEP, Sampler, tweedie
 from .scores import Score
 from .seeding import Stream, generator, numpy_generator, shard_blocks
 from .theory import PHI_AT_T_S, crossing_time
@@ -128,19 +129,38 @@ def clone_rerun_per_branch(score: Score, sampler: Sampler, branch_times: np.ndar
 
 def rerun_per_branch_nfe(sampler: Sampler, branch_times: np.ndarray, n_pairs: int) -> int:
     """Score evaluations :func:`clone_rerun_per_branch` would take for the same pairs:
-    ``n_pairs * sum_j (K + (K - i_j))`` on a grid of K steps (the baseline of the shared trunk)."""
-    return int(n_pairs * sum(sampler.steps + (sampler.steps - i) for i in sampler.snap(branch_times)))
+    ``n_pairs * e * sum_j (K + (K - i_j))`` on a grid of K steps with e evaluations per step
+    (the baseline of the shared trunk)."""
+    e = EVALS_PER_STEP[sampler.method]
+    return int(n_pairs * e * sum(sampler.steps + (sampler.steps - i) for i in sampler.snap(branch_times)))
+
+
+def correct_for_label_flips(phi: np.ndarray, eps: float) -> np.ndarray:
+    """Agreement corrected for a labeller that flips each label independently with probability
+    ``eps`` (its held-out error): the observed ``phi_obs = phi + 2 eps (1 - eps) (1 - 2 phi)``
+    inverted, ``phi = (phi_obs - 2 eps (1 - eps)) / (1 - 4 eps (1 - eps))``."""
+    flip = 2.0 * eps * (1.0 - eps)
+    return (np.asarray(phi, dtype=np.float64) - flip) / (1.0 - 2.0 * flip)
+
+
+def label_noise_from_latest_branch(phi_latest: float) -> float:
+    """Label noise of generated samples estimated from phi at the latest branch time, where the
+    two clones are nearly the same sample and disagree only through noisy labels: inverting
+    ``phi = 1 - 2 eps (1 - eps)`` gives ``eps = (1 - sqrt(2 phi - 1)) / 2`` (0 for phi = 1,
+    1/2 for phi <= 1/2)."""
+    return 0.5 * (1.0 - math.sqrt(max(2.0 * phi_latest - 1.0, 0.0)))
 
 
 def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int,
-                    level: float | None = PHI_AT_T_S) -> tuple[pd.DataFrame, dict]:
+                    level: float | None = PHI_AT_T_S, flip: float = 0.0) -> tuple[pd.DataFrame, dict]:
     """phi(t) with bootstrap standard errors and 95 % percentile intervals.
 
     Pairs are resampled jointly across branch times, so the crossing of ``level``
-    gets a bootstrap standard error too. Returns the table (``t, phi, phi_se,
-    phi_lo, phi_hi, n_pairs``) and scalars (``crossing``, ``crossing_se`` over the
-    replicates that cross, and ``crossing_missed``: the replicates whose phi never
-    crosses ``level`` inside the branch times, left out of the s.e.).
+    gets a bootstrap standard error too. With ``flip`` > 0, phi and every replicate are
+    corrected for a labeller of that error rate (:func:`correct_for_label_flips`). Returns
+    the table (``t, phi, phi_se, phi_lo, phi_hi, n_pairs``) and scalars (``crossing``,
+    ``crossing_se`` over the replicates that cross, and ``crossing_missed``: the replicates
+    whose phi never crosses ``level`` inside the branch times, left out of the s.e.).
     """
     K, P = agree.shape
     a = agree.astype(np.float32)
@@ -152,6 +172,8 @@ def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int
         nb = min(chunk, n_boot - b0)
         sample = rng.integers(0, P, size=(nb, P))
         boots[b0:b0 + nb] = a[:, sample].mean(-1).T
+    if flip > 0:
+        phi, boots = correct_for_label_flips(phi, flip), correct_for_label_flips(boots, flip)
     table = pd.DataFrame({
         "t": times.astype(np.float64), "phi": phi.astype(np.float64),
         "phi_se": boots.std(0, ddof=1) if n_boot > 1 else np.full(K, np.nan),

@@ -1,4 +1,4 @@
-"""Collapse (memorisation) measured on generated trajectories.
+"""Collapse (memorisation) measured on generated trajectories, with its null.
 
 Along each backward trajectory we track the index of the nearest scaled
 training point ``argmin_mu |x(t) - a_mu e^{-t}|``; the trajectory's collapse
@@ -6,11 +6,20 @@ time is the last time that index changes (the OU time of the first recorded grid
 point from which it stays constant: with ``every > 1`` changes between two
 recordings are attributed to the later one), and ``d*`` is the distance from the
 denoised final sample to that training point.
+
+A sampler that never memorises still gets a collapse time from that rule, so the
+same tracking runs against a **reference set** the model never saw (fresh draws of
+the population, or the held-out split of the images): ``t_collapse_null``. And
+memorisation is measured directly on the denoised final sample: with ``d1 <= d2``
+its distances to the nearest and second-nearest training points (l2 over sqrt(d)),
+it is **memorised** when ``d1 / d2 < 1/3`` (Yoon et al. 2023; Bonnaire et al. 2025),
+against the reference set likewise for the null.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,21 +27,35 @@ import torch
 
 from .sampling import Sampler
 from .scores import EmpiricalScore, Score
-from .seeding import Stream, generator, shard_blocks
+from .seeding import Stream, generator, numpy_generator, shard_blocks
+
+#: a final sample is memorised when d1 / d2 is below this ratio
+MEMORISED_RATIO = 1.0 / 3.0
+
+
+@dataclass
+class Tracking:
+    """Trajectories tracked by :func:`track_nearest`: ``times`` (S,) decreasing OU times of
+    the recordings; ``nearest`` (S, m) int64 nearest training indices; ``nearest_null``
+    (S, m) nearest reference indices (None without a reference); ``x0`` (m, d) denoised
+    final samples; ``ids`` (m,) trajectory indices."""
+
+    times: np.ndarray
+    nearest: np.ndarray
+    nearest_null: np.ndarray | None
+    x0: torch.Tensor
+    ids: np.ndarray
 
 
 def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj: int, seed: int,
                   every: int = 1, batch: int = 1024, progress: bool = False,
-                  blocks: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Generate ``n_traj`` trajectories and record the nearest training index.
+                  blocks: list[int] | None = None, reference: EmpiricalScore | None = None) -> Tracking:
+    """Generate ``n_traj`` trajectories and record the nearest training index (and the
+    nearest reference index) every ``every`` grid steps, both ends included.
 
-    Returns ``times`` (S,) decreasing OU times where the index was recorded (every
-    ``every`` grid steps, always including both ends), ``nearest`` (S, m) int64,
-    ``d_star`` (m,) float: the Euclidean distance between the denoised final sample
-    (:meth:`Sampler.denoise`) and its final nearest training point, and the
-    trajectories' indices (m,). Block b of ``batch`` trajectories draws from
-    ``generator(seed, "trajectories", b)``; ``blocks`` restricts the run to some
-    blocks (a shard), else m = n_traj.
+    Block b of ``batch`` trajectories draws from ``generator(seed, Stream.TRAJECTORIES, b)``;
+    ``blocks`` restricts the run to some blocks (a shard), else m = n_traj. The final
+    states are denoised (:meth:`Sampler.denoise`).
     """
     record = set(range(0, sampler.steps + 1, max(1, every))) | {sampler.steps}
     times = sampler.grid[sorted(record)]
@@ -40,7 +63,8 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
     ids = np.concatenate([np.arange(c * batch, min((c + 1) * batch, n_traj)) for c in blocks] or
                          [np.empty(0, np.int64)]).astype(np.int64)
     nearest = np.empty((len(times), len(ids)), dtype=np.int64)
-    d_star = np.empty(len(ids), dtype=np.float64)
+    nearest_null = np.empty((len(times), len(ids)), dtype=np.int64) if reference is not None else None
+    x0 = torch.empty(len(ids), train.d)
     done = 0
     for c in blocks:
         B = min(batch, n_traj - c * batch)
@@ -48,18 +72,22 @@ def track_nearest(score: Score, sampler: Sampler, train: EmpiricalScore, n_traj:
         done += B
         gen = generator(seed, Stream.TRAJECTORIES, c)
         rows: list[np.ndarray] = []
+        rows_null: list[np.ndarray] = []
 
-        def observe(i: int, x: torch.Tensor, rows=rows) -> None:
+        def observe(i: int, x: torch.Tensor, rows=rows, rows_null=rows_null) -> None:
             if i in record:
-                idx, _ = train.nearest(x, float(sampler.grid[i]))
-                rows.append(idx.numpy())
+                t = float(sampler.grid[i])
+                rows.append(train.nearest(x, t)[0].numpy())
+                if reference is not None:
+                    rows_null.append(reference.nearest(x, t)[0].numpy())
 
         x = sampler.run(score, sampler.prior(B, train.d, gen), gen, callback=observe,
                         desc=f"trajectories {c * batch}-{c * batch + B}" if progress else None)
         nearest[:, b0:b0 + B] = np.stack(rows)
-        x0 = sampler.denoise(score, x)
-        d_star[b0:b0 + B] = (x0 - train.a[torch.as_tensor(rows[-1])]).norm(dim=1).numpy()
-    return times, nearest, d_star, ids
+        if reference is not None:
+            nearest_null[:, b0:b0 + B] = np.stack(rows_null)
+        x0[b0:b0 + B] = sampler.denoise(score, x).to(x0.dtype)
+    return Tracking(times, nearest, nearest_null, x0, ids)
 
 
 def collapse_times(times: np.ndarray, nearest: np.ndarray) -> np.ndarray:
@@ -72,22 +100,68 @@ def collapse_times(times: np.ndarray, nearest: np.ndarray) -> np.ndarray:
     return times[last]
 
 
-def collapse_table(times: np.ndarray, nearest: np.ndarray, d_star: np.ndarray,
-                   ids: np.ndarray | None = None) -> pd.DataFrame:
-    """The ``collapse_times.parquet`` table: trajectory, t_collapse, nearest_index, d_star."""
-    return pd.DataFrame({
-        "trajectory": np.arange(nearest.shape[1], dtype=np.int64) if ids is None else ids.astype(np.int64),
-        "t_collapse": collapse_times(times, nearest).astype(np.float64),
-        "nearest_index": nearest[-1].astype(np.int64),
-        "d_star": d_star.astype(np.float64)})
+def _memorisation(x0: torch.Tensor, points: EmpiricalScore, prefix: str) -> dict[str, np.ndarray]:
+    """d1, d2 (l2 over sqrt(d)) of the final samples to their two nearest points, and the flag."""
+    _, d1, d2 = points.two_nearest(x0)
+    scale = math.sqrt(points.d)
+    d1, d2 = (d1 / scale).numpy().astype(np.float64), (d2 / scale).numpy().astype(np.float64)
+    return {f"d1{prefix}": d1, f"d2{prefix}": d2, f"memorised{prefix}": d1 < MEMORISED_RATIO * d2}
 
 
-def collapse_statistics(table: pd.DataFrame) -> dict:
-    """Scalars of a collapse-times table: the mean collapse time with its standard error, the
-    median, the mean d* and the number of distinct final training points."""
+def collapse_table(track: Tracking, train: EmpiricalScore, reference: EmpiricalScore | None = None) -> pd.DataFrame:
+    """The ``collapse_times.parquet`` table, one row per trajectory: ``trajectory``,
+    ``t_collapse``, ``nearest_index``, ``d_star`` (Euclidean distance from the denoised final
+    sample to that training point), ``d1``, ``d2``, ``memorised``, and against the
+    reference set ``t_collapse_null``, ``nearest_index_null``, ``d1_null``, ``d2_null``,
+    ``memorised_null`` (NaN / False without a reference)."""
+    final = torch.as_tensor(track.nearest[-1])
+    m = len(track.ids)
+    columns = {
+        "trajectory": track.ids.astype(np.int64),
+        "t_collapse": collapse_times(track.times, track.nearest).astype(np.float64),
+        "nearest_index": track.nearest[-1].astype(np.int64),
+        "d_star": (track.x0 - train.a[final]).norm(dim=1).numpy().astype(np.float64) if m else np.empty(0),
+        **(_memorisation(track.x0, train, "") if m else {"d1": np.empty(0), "d2": np.empty(0),
+                                                         "memorised": np.empty(0, bool)})}
+    if reference is not None and track.nearest_null is not None and m:
+        columns.update({"t_collapse_null": collapse_times(track.times, track.nearest_null).astype(np.float64),
+                        "nearest_index_null": track.nearest_null[-1].astype(np.int64),
+                        **_memorisation(track.x0, reference, "_null")})
+    else:
+        columns.update({"t_collapse_null": np.full(m, np.nan), "nearest_index_null": np.full(m, -1, np.int64),
+                        "d1_null": np.full(m, np.nan), "d2_null": np.full(m, np.nan),
+                        "memorised_null": np.zeros(m, bool)})
+    return pd.DataFrame(columns)
+
+
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    v = v[np.isfinite(v)]
+    mean = float(v.mean()) if len(v) else float("nan")
+    return mean, float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def collapse_statistics(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> dict:
+    """Scalars of a collapse-times table: the mean collapse time (all trajectories, the
+    memorised ones, and against the reference set) with standard errors, the median, the
+    memorised fraction with its bootstrap standard error (and the reference's), the mean
+    d* and the number of distinct final training points."""
     tc = table["t_collapse"].to_numpy()
-    return {"t_C_measured": float(tc.mean()) if len(tc) else float("nan"),
-            "t_C_measured_se": float(tc.std(ddof=1) / math.sqrt(len(tc))) if len(tc) > 1 else float("nan"),
+    mem = table["memorised"].to_numpy(dtype=bool)
+    t_c, t_c_se = _mean_se(tc)
+    t_mem, t_mem_se = _mean_se(tc[mem])
+    t_null, t_null_se = _mean_se(table["t_collapse_null"].to_numpy(dtype=np.float64))
+    rng = numpy_generator(seed)
+    boots = (mem[rng.integers(0, len(mem), size=(n_boot, len(mem)))].mean(1) if len(mem) and n_boot > 1
+             else np.full(2, np.nan))
+    return {"t_C_measured": t_c, "t_C_measured_se": t_c_se,
             "t_C_median": float(np.median(tc)) if len(tc) else float("nan"),
+            "memorised_fraction": float(mem.mean()) if len(mem) else float("nan"),
+            "memorised_fraction_se": float(boots.std(ddof=1)),
+            "memorised_fraction_null": float(table["memorised_null"].to_numpy(dtype=bool).mean())
+            if len(mem) else float("nan"),
+            "memorised_count": int(mem.sum()),
+            "t_C_memorised": t_mem, "t_C_memorised_se": t_mem_se,
+            "t_C_null": t_null, "t_C_null_se": t_null_se,
             "d_star_mean": float(table["d_star"].mean()),
-            "distinct_final_points": int(table["nearest_index"].nunique())}
+            "distinct_final_points": int(table["nearest_index"].nunique()),
+            "criterion": f"d1/d2 < {MEMORISED_RATIO:.4g} (l2 over sqrt(d), denoised final samples)"}

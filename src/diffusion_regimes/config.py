@@ -30,12 +30,12 @@ from .schedule import DDPM_STEPS, time_grid
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
 
-#: score models that need a trained network
-NETWORK_SCORES = ("unet",)
-#: score models that can memorise (collapse is measured for them)
-MEMORISING_SCORES = ("empirical",) + NETWORK_SCORES
-#: every score model
-SCORE_KINDS = ("exact",) + MEMORISING_SCORES
+#: score models that need a trained network, and the config block of each one's architecture
+NETWORK_BLOCKS = {"unet": "model", "mlp": "mlp"}
+NETWORK_SCORES = tuple(NETWORK_BLOCKS)
+#: every score model (collapse and memorisation are measured for all of them: the exact score,
+#: which cannot memorise, is their control)
+SCORE_KINDS = ("exact", "empirical") + NETWORK_SCORES
 #: dataset keys that may hold a list: the experiment expands into one per value
 GRID_KEYS = ("d", "n", "beta")
 #: per config block, the keys that cannot change a result (speed, resumption): they reach the
@@ -98,10 +98,10 @@ def is_image(exp_cfg: dict) -> bool:
 
 
 def needs_t_S(exp_cfg: dict) -> bool:
-    """Whether an experiment measures in units of t_S = 1/2 log Lambda (cloning branch times
-    in t_S units, collapse branch times, symmetry times), and so needs Lambda > 1."""
-    return (exp_cfg["cloning"]["time_unit"] == "t_S" or exp_cfg["symmetry"]["enabled"]
-            or any(s in MEMORISING_SCORES for s in exp_cfg["scores"]))
+    """Whether an experiment measures in units of t_S = 1/2 log Lambda (cloning or collapse
+    branch times in t_S units, symmetry times), and so needs Lambda > 1."""
+    return (exp_cfg["cloning"]["time_unit"] == "t_S" or exp_cfg["collapse"]["time_unit"] == "t_S"
+            or exp_cfg["symmetry"]["enabled"])
 
 
 def sampler_settings(cfg: dict) -> dict:
@@ -276,8 +276,8 @@ def _check_experiment(name: str, exp: dict) -> None:
     for score in exp["scores"]:
         if score == "exact" and kind != "solvable":
             raise _fail(f"{where}.scores", f"'exact' needs a solvable data model (source {source!r} is {kind})")
-        if score in NETWORK_SCORES and kind != "images":
-            raise _fail(f"{where}.scores", f"{score!r} needs image data, not source {source}")
+        if score == "unet" and kind != "images":
+            raise _fail(f"{where}.scores", f"'unet' needs image data, not source {source} (use 'mlp' for vectors)")
     if exp["symmetry"]["enabled"] and not source_entry(source).get("x-symmetry"):
         raise _fail(f"{where}.symmetry.enabled", f"the potential is that of the two-Gaussian mixture, not {source}")
     for key in ("cloning", "collapse"):
@@ -290,6 +290,9 @@ def _check_experiment(name: str, exp: dict) -> None:
             raise _fail(f"{where}.{key}.t_end", f"must be below T={s['T']}")
         if s["grid"] == "ddpm" and s["steps"] > DDPM_STEPS - 1:
             raise _fail(f"{where}.{key}.steps", f"the ddpm grid has at most {DDPM_STEPS - 1} steps")
+        if s["grid"] == "ddpm" and s["method"] == "euler_maruyama":
+            raise _fail(f"{where}.{key}.method", "euler_maruyama is unstable on the ddpm grid as t -> 0 (its first "
+                        "steps are long next to Delta_t): use heun or ddpm, or the log_snr grid")
     if exp["cloning"]["time_unit"] == "ou":  # OU branch times must lie inside every sampler that clones
         used = [("network_sampler" if s in NETWORK_SCORES else "sampler") for s in exp["scores"]]
         for key in dict.fromkeys(used):
@@ -302,7 +305,7 @@ def _check_experiment(name: str, exp: dict) -> None:
     ent = exp["entropy"]
     if ent["t_min"] >= ent["t_max"]:
         raise _fail(f"{where}.entropy.t_min", "must be below t_max")
-    if any(s in NETWORK_SCORES for s in exp["scores"]) and exp["dataset"].get("size"):
+    if "unet" in exp["scores"] and exp["dataset"].get("size"):
         factor = 2 ** (len(exp["model"]["channel_mult"]) - 1)
         if exp["dataset"]["size"] % factor:
             raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "

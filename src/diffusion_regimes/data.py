@@ -9,6 +9,12 @@ the model's classes for solvable sources) and their position in the source.
 ``data.parquet``: ``label`` int8, ``source_index`` int64, ``x`` fixed-size list of
 float32 [d]; the metadata holds ``shape``, ``mean``, ``classes``, ``source``, ``n``,
 ``d``, ``class_counts`` and the data model's parameters.
+
+``reference.parquet`` (same columns): the null of memorisation, a set no model sees:
+fresh draws of the population for solvable sources (as many as the training set), the
+held-out split of the selected images for image sources (``dataset.holdout``, centred
+with the training mean). Training, the empirical score, the spectrum and the entropy
+use ``data.parquet`` only.
 """
 
 from __future__ import annotations
@@ -18,28 +24,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .datamodels import data_model
+from .datamodels import Subset, data_model
 from .errors import InputError
 from .io import read_metadata
 
 
-def make_subset(dataset: dict, generator: torch.Generator) -> tuple[pa.Table, dict]:
-    """The subset table (label, source_index, x) and its metadata from a config
-    ``dataset`` block, drawn by its data model with ``generator``."""
-    sub = data_model(dataset["source"]).sample(dataset, generator)
+def _table(sub: Subset) -> tuple[pa.Table, dict]:
     x = sub.x.contiguous().numpy().astype(np.float32)
     n, d = x.shape
     meta = dict(sub.meta)
     table = pa.table({
-        "label": pa.array(sub.labels.astype(np.int8)),
+        "label": pa.array(np.asarray(sub.labels).astype(np.int8)),
         "source_index": pa.array(np.asarray(sub.source_index, dtype=np.int64)),
         "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d)})
     meta.update({"n": n, "d": d, "class_counts": np.bincount(sub.labels, minlength=len(meta["classes"])).tolist()})
     return table, meta
 
 
+def make_subset(dataset: dict, generator: torch.Generator,
+                reference_generator: torch.Generator | None = None) -> tuple[pa.Table, dict, pa.Table, dict]:
+    """The subset table (label, source_index, x) and its metadata from a config ``dataset``
+    block, drawn by its data model with ``generator``, and the reference table and metadata:
+    the model's own held-out split, or (solvable sources) as many fresh draws of the
+    population, drawn with ``reference_generator``."""
+    model = data_model(dataset["source"])
+    sub = model.sample(dataset, generator)
+    ref, kind = sub.reference, "held-out split" if sub.reference is not None and len(sub.reference.x) else "none"
+    if ref is None:
+        if reference_generator is None:
+            raise ValueError("a fresh reference set needs reference_generator")
+        ref, kind = model.sample(dataset, reference_generator), "fresh population draws"
+    table, meta = _table(sub)
+    ref_table, ref_meta = _table(ref)
+    ref_meta["reference"] = meta["reference"] = kind
+    meta["n_reference"] = ref_meta["n"]
+    return table, meta, ref_table, ref_meta
+
+
 def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Read ``data.parquet``: x (n, d) float32, labels (n,) int64, metadata.
+    """Read ``data.parquet`` (or ``reference.parquet``): x (n, d) float32, labels (n,) int64,
+    metadata.
 
     Row groups (bounded in size by :func:`diffusion_regimes.io.write_table`) are read
     one at a time into one preallocated array, so the peak memory is the data plus

@@ -84,6 +84,7 @@ def entropy_times(cfg: dict) -> np.ndarray:
     return np.geomspace(cfg["t_min"], cfg["t_max"], cfg["n_t"])
 
 
-def entropy_collapse_time(table: pd.DataFrame, d: int) -> float:
-    """t_C: where the measured f(t) crosses :func:`collapse_level` (NaN if it does not)."""
-    return crossing_time(table["t"].to_numpy(), table["f"].to_numpy(), collapse_level(d))
+def entropy_collapse_time(table: pd.DataFrame, d: int, factor: float = 1.0) -> float:
+    """t_C: where the measured f(t) crosses ``factor`` times :func:`collapse_level` (NaN if it
+    does not). The level is a finite-d convention: ``factor`` 1/2 and 2 give its band."""
+    return crossing_time(table["t"].to_numpy(), table["f"].to_numpy(), factor * collapse_level(d))

@@ -1,6 +1,6 @@
-"""Raw network architectures: a DDPM-style U-Net (Ho et al. 2020) predicting the
-noise, and the class classifiers (a small CNN, or torchvision's ResNet-18 without
-pretrained weights).
+"""Raw network architectures: a DDPM-style U-Net (Ho et al. 2020) for images and a
+residual MLP for vectors, both predicting the noise, and the class classifiers (a
+small CNN, or torchvision's ResNet-18 without pretrained weights).
 
 The U-Net is configured by ``channels`` (base width), ``channel_mult`` (one
 entry per resolution), ``num_res_blocks``, ``attention_resolutions`` (indices of
@@ -120,6 +120,44 @@ class UNet(nn.Module):
         return self.out(h)
 
 
+class MLPBlock(nn.Module):
+    """Residual block: ``h + W2 drop(silu(W1 silu(h) + temb(emb)))`` (no normalisation: the
+    score's magnitude carries information, and LayerNorm slowed learning the mixture's
+    class direction in high d)."""
+
+    def __init__(self, width: int, temb: int, dropout: float):
+        super().__init__()
+        self.fc1, self.temb, self.fc2 = nn.Linear(width, width), nn.Linear(temb, width), nn.Linear(width, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        u = self.fc1(F.silu(h)) + self.temb(F.silu(emb))
+        return h + self.fc2(self.drop(F.silu(u)))
+
+
+class ResidualMLP(nn.Module):
+    """Noise predictor for vectors ``eps(x: (B, d), c_noise: (B,)) -> (B, d)``: an input layer,
+    ``depth`` residual blocks of ``width`` conditioned on a sinusoidal embedding of the noise
+    level (``time_dim`` features through a two-layer MLP), and a zero-initialised output layer."""
+
+    def __init__(self, d: int, width: int = 512, depth: int = 4, time_dim: int = 128, dropout: float = 0.0):
+        super().__init__()
+        self.time_dim = time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.inp = nn.Linear(d, width)
+        self.blocks = nn.ModuleList([MLPBlock(width, width, dropout) for _ in range(depth)])
+        self.out = nn.Linear(width, d)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(c_noise, self.time_dim).to(self.inp.weight.dtype))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(F.silu(h))
+
+
 class SmallCNN(nn.Module):
     """Classifier ``logits(x: (B, C, H, W)) -> (B, classes)``: two conv layers and a linear head."""
 
@@ -140,17 +178,34 @@ def build_unet(cfg: dict, in_channels: int) -> UNet:
                 tuple(cfg["attention_resolutions"]), cfg["dropout"])
 
 
+def build_mlp(cfg: dict, d: int) -> ResidualMLP:
+    """Residual MLP from a config ``mlp`` block for vectors of length d."""
+    return ResidualMLP(d, cfg["width"], cfg["depth"], cfg["time_dim"], cfg["dropout"])
+
+
 #: network architectures of the score models: name -> builder(config, shape of one sample)
-ARCHITECTURES = {"unet": lambda cfg, shape: build_unet(cfg, shape[0])}
+ARCHITECTURES = {"unet": lambda cfg, shape: build_unet(cfg, shape[0]),
+                 "mlp": lambda cfg, shape: build_mlp(cfg, shape[0])}
+
+
+def network_input_shape(arch: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one sample as the architecture takes it, from the data's ``shape``: the
+    U-Net takes images (C, H, W); the MLP flat vectors (d,)."""
+    if arch == "unet":
+        if len(shape) != 3:
+            raise ValueError(f"the U-Net takes images (C, H, W), not samples of shape {tuple(shape)}")
+        return tuple(shape)
+    return (math.prod(shape),)
 
 
 def build_network(arch: str, cfg: dict, shape: tuple[int, ...]) -> nn.Module:
     """A raw noise-predicting network ``net(x: (B, *shape), c_noise: (B,))`` of architecture
-    ``arch`` from its config block, for samples of ``shape``."""
+    ``arch`` from its config block, for samples of ``shape`` (:func:`network_input_shape`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown network architecture {arch!r}: use one of {sorted(ARCHITECTURES)}")
-    if arch == "unet" and len(shape) != 3:
-        raise ValueError(f"the U-Net takes images (C, H, W), not samples of shape {tuple(shape)}")
+    if tuple(shape) != network_input_shape(arch, shape):
+        raise ValueError(f"the {arch} network takes samples of shape {network_input_shape(arch, shape)}, "
+                         f"not {tuple(shape)}")
     return ARCHITECTURES[arch](cfg, shape)
 
 
@@ -184,10 +239,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def describe(model: nn.Module, shape: tuple[int, int, int]) -> str:
+def describe(model: nn.Module, shape: tuple[int, ...]) -> str:
     """Architecture summary: one row per called module that is a child of the model
-    or of a ``ModuleList`` (name, type, output shape for one input of ``shape``
-    (C, H, W), parameters), in call order, then the total."""
+    or of a ``ModuleList`` (name, type, output shape for one input of ``shape``,
+    (C, H, W) or (d,), parameters), in call order, then the total."""
     rows, hooks = [], []
 
     def visit(parent: nn.Module, prefix: str) -> None:
@@ -206,12 +261,12 @@ def describe(model: nn.Module, shape: tuple[int, int, int]) -> str:
     try:
         with torch.no_grad():
             x = torch.zeros(1, *shape)
-            model.eval()(x, torch.zeros(1)) if isinstance(model, UNet) else model.eval()(x)
+            model.eval()(x, torch.zeros(1)) if isinstance(model, (UNet, ResidualMLP)) else model.eval()(x)
     finally:
         for h in hooks:
             h.remove()
     width = max([len(r[0]) for r in rows] + [6])
-    lines = [f"{'module':<{width}}  {'type':<18} {'output (CxHxW)':>16} {'parameters':>12}"]
+    lines = [f"{'module':<{width}}  {'type':<18} {'output shape':>16} {'parameters':>12}"]
     lines += [f"{n:<{width}}  {t:<18} {o:>16} {p:>12,}" for n, t, o, p in rows]
     total = count_parameters(model)
     lines.append(f"{'total':<{width}}  {type(model).__name__:<18} {'':>16} {total:>12,}  ({total / 1e6:.2f} M)")

@@ -54,7 +54,8 @@ class EpsilonModel(nn.Module):
         """Predicted noise (B, *shape) for states x (B, d) at OU times t (B,); ``net``
         replaces the raw network (a compiled copy of it, for training)."""
         with autocast(x.device, precision):
-            return (net or self.net)(to_layout(x.view(-1, *self.shape), channels_last), self.time_scale * t.float())
+            return (self.net if net is None else net)(to_layout(x.view(-1, *self.shape), channels_last),
+                                                       self.time_scale * t.float())
 
     def loss(self, a: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, precision: str = "fp32",
              channels_last: bool = False, net: nn.Module | None = None) -> torch.Tensor:

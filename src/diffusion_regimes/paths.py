@@ -6,6 +6,8 @@ from __future__ import annotations
 
 RESULTS = "results"
 DATA = RESULTS + "/{exp}/data.parquet"
+#: the null's reference set: fresh population draws (solvable sources) or the held-out split (images)
+REFERENCE = RESULTS + "/{exp}/reference.parquet"
 SPECTRUM = RESULTS + "/{exp}/spectrum.parquet"
 MODEL = RESULTS + "/{exp}/models/{score}.pt"
 TRAIN_LOG = RESULTS + "/{exp}/models/{score}_log.parquet"

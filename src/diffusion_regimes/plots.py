@@ -29,7 +29,7 @@ from .errors import InputError  # noqa: E402
 from .io import atomic_path, read_metadata, read_table  # noqa: E402
 from .theory import PHI_AT_T_S, gm_potential, gm_projection_density  # noqa: E402
 
-COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2"}
+COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2", "mlp": "C4"}
 
 
 def _save(fig, path: Path) -> None:
@@ -39,8 +39,9 @@ def _save(fig, path: Path) -> None:
 
 
 def _levels(columns) -> list[str]:
-    """Extra levels of class agreement in a table: ``phi_{level}`` columns (not their errors)."""
-    return [c[4:] for c in columns if c.startswith("phi_") and c[4:] not in ("se", "lo", "hi")
+    """Extra levels of class agreement in a table: ``phi_{level}`` columns (not their errors,
+    nor the classifier-corrected phi)."""
+    return [c[4:] for c in columns if c.startswith("phi_") and c[4:] not in ("se", "lo", "hi", "corrected")
             and not c.endswith(("_se", "_lo", "_hi"))]
 
 
@@ -68,6 +69,13 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
                     fmt="o", ms=4, capsize=2, color=COLORS.get(score),
                     label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else score)
+    for score, (tab, meta) in tables.items():  # classes from a classifier: corrected for its held-out error
+        if "phi_corrected" in tab:
+            c = meta.get("t_S_measured_corrected")
+            ax.errorbar(tab["t"] / unit, tab["phi_corrected"], yerr=tab["phi_corrected_se"], fmt="D", ms=3,
+                        mfc="none", capsize=2, color=COLORS.get(score),
+                        label=f"{score}, corrected for the classifier's error {meta['label_error']:.3f}: "
+                              f"$t_S$ {c:.3g}" if c is not None else f"{score}, corrected")
     styles, markers = ["--", "-.", ":"], ["s", "^", "v", "D"]
     for k, level in enumerate(_levels(theory.columns)):
         ax.plot(theory["t"] / unit, theory[f"phi_{level}"], "k", ls=styles[k % 3], lw=1, label=f"theory, {level}")
@@ -126,48 +134,70 @@ def _f_axes(ax, title: str, ylim: tuple[float, float]) -> None:
 
 def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str], phi_c: dict[str, str],
                     path: Path) -> None:
-    """f(t)/alpha with t_C, and for each memorising score model (``collapse``, ``phi_c``:
-    score -> path) the histogram of collapse times and phi_C(t)."""
+    """Four panels: f(t)/alpha with the entropy's t_C and its band over 1/2 ... 2 times the
+    level, and the closed forms (d -> infinity and finite d) where there are; for each score
+    model (``collapse``, ``phi_c``: score -> path) the collapse times of its trajectories
+    (solid) beside the null against the reference set (step), the memorised fraction
+    (d1/d2 < 1/3) of its final samples with the null's, and phi_C(t)."""
     scores = list(collapse)
     ent, er = read_table(entropy, stage="entropy")
     alpha = er["alpha"]
     theory, tmeta = read_table(theory, stage="theory")
-    t_C_th = tmeta.get("t_C")
-    # no memorising score model (exact scores only): the entropy panel alone
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4)) if scores else plt.subplots(1, 1, figsize=(6, 4))
+    t_C_th, t_C_fd = tmeta.get("t_C"), tmeta.get("t_C_finite_d")
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4)) if scores else plt.subplots(1, 1, figsize=(6, 4))
     axes = np.atleast_1d(axes)
     ax = axes[0]
     _f_over_alpha(ax, ent, theory, alpha, "C0", "k", "Monte Carlo f(t)/α")
     ax.axhline(er["level"] / alpha, color="grey", ls=":", lw=1, label="level log(2)/(dα)")
+    if er.get("t_C_lo") is not None and er.get("t_C_hi") is not None:
+        ax.axvspan(er["t_C_lo"], er["t_C_hi"], color="C3", alpha=0.12, label="level × ½ … 2")
     if er["t_C"] is not None:
         ax.axvline(er["t_C"], color="C3", ls="--", label=f"$t_C$ entropy = {er['t_C']:.3g}")
     if t_C_th is not None:
-        ax.axvline(t_C_th, color="k", ls=":", label=f"$t_C$ theory = {t_C_th:.3g}")
+        ax.axvline(t_C_th, color="k", ls=":", label=f"$t_C$ closed form, d → ∞ = {t_C_th:.3g}")
+    if t_C_fd is not None:
+        ax.axvline(t_C_fd, color="k", ls="-.", lw=1, label=f"$t_C$ closed form, finite d = {t_C_fd:.3g}")
     _f_axes(ax, f"{exp}: excess entropy, α = {alpha:.3g}", (-0.3, 1.2))
     if not scores:
         _save(fig, path)
         return
+    names, fractions, errors, nulls = [], [], [], []
     for score in scores:
         tab, meta = read_table(collapse[score], stage="collapse")
-        axes[1].hist(tab["t_collapse"], bins=_grid_bins(tab["t_collapse"].to_numpy()), alpha=0.5,
-                     color=COLORS.get(score),
+        color = COLORS.get(score)
+        bins = _grid_bins(np.concatenate([tab["t_collapse"].to_numpy(), tab["t_collapse_null"].dropna().to_numpy()]))
+        axes[1].hist(tab["t_collapse"], bins=bins, alpha=0.45, color=color,
                      label=f"{score}: mean {meta['t_C_measured']:.3g}")
+        if tab["t_collapse_null"].notna().any():
+            axes[1].hist(tab["t_collapse_null"].dropna(), bins=bins, histtype="step", lw=1.4, color=color,
+                         label=f"{score}, null (reference set): mean {meta['t_C_null']:.3g}")
+        names.append(score)
+        fractions.append(meta["memorised_fraction"])
+        errors.append(meta["memorised_fraction_se"] or 0.0)
+        nulls.append(meta["memorised_fraction_null"])
         pc, _ = read_table(phi_c[score], stage="collapse")
-        axes[2].errorbar(pc["t"], pc["phi_c"], yerr=pc["phi_c_se"], fmt="o-", ms=3,
-                         color=COLORS.get(score), label=score)
-    for ax in axes[1:]:
+        axes[3].errorbar(pc["t"], pc["phi_c"], yerr=pc["phi_c_se"], fmt="o-", ms=3, color=color, label=score)
+    pos = np.arange(len(names))
+    axes[2].bar(pos - 0.2, fractions, 0.4, yerr=errors, capsize=3, color=[COLORS.get(n) for n in names],
+                label="training set")
+    axes[2].bar(pos + 0.2, nulls, 0.4, color="none", edgecolor="k", label="null: reference set")
+    axes[2].set_xticks(pos, names)
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_ylabel("memorised fraction (d₁/d₂ < 1/3)")
+    axes[2].set_title("memorisation of the final samples")
+    for ax in (axes[1], axes[3]):
         if er["t_C"] is not None:
             ax.axvline(er["t_C"], color="C3", ls="--", lw=1)
         if t_C_th is not None:
             ax.axvline(t_C_th, color="k", ls=":", lw=1)
     axes[1].set_xlabel("collapse time of a trajectory")
     axes[1].set_ylabel("trajectories")
-    axes[1].set_title("measured collapse times")
-    axes[2].set_xlabel("t")
-    axes[2].set_ylabel(r"$\phi_C(t)$: clones on the same training point")
-    axes[2].set_title("collapse by cloning")
+    axes[1].set_title("collapse times, and their null")
+    axes[3].set_xlabel("t")
+    axes[3].set_ylabel(r"$\phi_C(t)$: clones on the same training point")
+    axes[3].set_title("collapse by cloning")
     for ax in axes[1:]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     _save(fig, path)
 
 

@@ -8,7 +8,20 @@ A :class:`Sampler` owns a decreasing grid of OU times (see
 - ``ddpm``: the DDPM ancestral step written in OU time,
   ``y <- (y + beta F(y, t_i)) / sqrt(1 - beta) + sqrt(beta Delta_{i+1}/Delta_i) z``,
   ``beta = 1 - e^{-2h}``; on the DDPM grid this is exactly Ho et al.'s sampler
-  with ``F = -eps / sqrt(1 - abar)`` (for noise-predicting networks).
+  with ``F = -eps / sqrt(1 - abar)``. It is the first-order exponential integrator of
+  the reverse SDE: exact when the denoiser ``D = e^t (y + Delta_t F)`` is constant over
+  the step;
+- ``heun``: the second-order (stochastic Heun) exponential integrator: the ``ddpm`` step
+  as predictor ``y_p``, then the trapezoid rule on the denoiser with the same noise,
+  ``y <- y_p + c (D(y_p, t_{i+1}) - D(y, t_i)) / 2``, ``c = e^{-t_{i+1}} (1 - r)``,
+  ``r = e^{-2t_i} Delta_{i+1} / (e^{-2t_{i+1}} Delta_i)``; two score evaluations per step.
+  The default of both sampler blocks (log-SNR grid, 100 steps): its final variance on
+  Gaussian targets of variance 1, 1e-2 and 1e-4 is within 1 % of the exact one, where the
+  100-step ``ddpm`` step on the DDPM grid under-disperses by 8 to 44 %
+  (``tests/test_samplers.py``, ``benchmarks/bench_sampler_bias.py``).
+
+Euler–Maruyama is unstable on the DDPM grid as t -> 0 (its first steps are long next to
+``Delta_t``); validation refuses that combination.
 
 The sampler sees only the score callable ``score(x: (B, d), t) -> (B, d)``.
 """
@@ -27,13 +40,21 @@ from .schedule import delta, time_grid
 from .scores import Score
 from .seeding import Stream, generator
 
-METHODS = ("euler_maruyama", "ddpm")
+METHODS = ("euler_maruyama", "ddpm", "heun")
+#: score evaluations per step of each method
+EVALS_PER_STEP = {"euler_maruyama": 1, "ddpm": 1, "heun": 2}
+
+
+def denoised(x: torch.Tensor, f: torch.Tensor, t: float) -> torch.Tensor:
+    """Tweedie's estimate ``E[a | x_t = x] = e^{t} (x + Delta_t F)`` from states x (B, d) at OU
+    time t and their score f (B, d)."""
+    return math.exp(t) * (x + delta(t) * f)
 
 
 def tweedie(score: Score, x: torch.Tensor, t: float) -> torch.Tensor:
-    """Tweedie's estimate of the clean sample given states x (B, d) at OU time t:
-    ``E[a | x_t = x] = e^{t} (x + Delta_t F(x, t))`` (one score evaluation per row)."""
-    return math.exp(t) * (x + delta(t) * score(x, t))
+    """Tweedie's estimate of the clean sample given states x (B, d) at OU time t
+    (one score evaluation per row)."""
+    return denoised(x, score(x, t), t)
 
 
 class Sampler:
@@ -81,7 +102,13 @@ class Sampler:
             return x + h * (x + 2.0 * f) + math.sqrt(2.0 * h) * z
         beta = delta(h)  # 1 - e^{-2h}: the variance the OU process adds over a step h
         sigma = math.sqrt(beta * delta(t_next) / delta(t))
-        return (x + beta * f) / math.sqrt(1.0 - beta) + sigma * z
+        y = (x + beta * f) / math.sqrt(1.0 - beta) + sigma * z
+        if self.method == "ddpm":
+            return y
+        f1 = score(y, t_next)  # heun: the trapezoid rule on the denoiser, same noise
+        self.nfe += x.shape[0]
+        r = math.exp(2 * (t_next - t)) * delta(t_next) / delta(t)
+        return y + 0.5 * math.exp(-t_next) * (1.0 - r) * (denoised(y, f1, t_next) - denoised(x, f, t))
 
     def run(self, score: Score, x: torch.Tensor, generator: torch.Generator, start: int = 0,
             stop: int | None = None,

@@ -189,6 +189,29 @@ class EmpiricalScore:
         dist2 = (x * x).sum(1) - 2 * delta(t) * mx
         return arg, dist2.clamp_min(0.0)
 
+    @torch.no_grad()
+    def two_nearest(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For points x (B, d): the index (B,) of the nearest training point and the Euclidean
+        distances (B,) to the nearest and second-nearest ones (unscaled, t = 0), blocked over
+        the training points (memory ``O(B * block)``). Needs n >= 2."""
+        if self.n < 2:
+            raise ValueError("two nearest points need at least two points")
+        x = x.to(self.a.dtype)
+        xsq = (x * x).sum(1, keepdim=True)
+        best = torch.full((x.shape[0], 2), math.inf, dtype=x.dtype)
+        best_idx = torch.zeros((x.shape[0], 2), dtype=torch.int64)
+        for start in range(0, self.n, self.block):
+            a = self.a[start:start + self.block]
+            d2 = torch.addmm(xsq + self.sq_norm[start:start + self.block][None, :], x, a.T, alpha=-2.0)
+            k = min(2, a.shape[0])
+            vals, idx = d2.topk(k, dim=1, largest=False)
+            both = torch.cat([best, vals], 1)
+            both_idx = torch.cat([best_idx, idx + start], 1)
+            order = both.argsort(1)[:, :2]
+            best, best_idx = both.gather(1, order), both_idx.gather(1, order)
+        dist = best.clamp_min(0.0).sqrt()
+        return best_idx[:, 0], dist[:, 0], dist[:, 1]
+
     def log_density_autograd(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """Unblocked, differentiable ``log P_t(x)`` (for tests on small n)."""
         dt = delta(t)

@@ -24,6 +24,7 @@ class Stream(Enum):
     """The named random streams of the stages (the value enters the derived seed)."""
 
     SUBSET = "subset"
+    REFERENCE = "reference"  # fresh population draws: the null of memorisation
     TRAIN = "train"
     INIT = "init"  # network weights and dropout (torch's global generator, below)
     CLASSIFIER = "classifier"
@@ -32,6 +33,7 @@ class Stream(Enum):
     COLLAPSE = "collapse"
     COLLAPSE_CLONING = "collapse-cloning"
     BOOTSTRAP_COLLAPSE = "bootstrap-collapse"
+    BOOTSTRAP_MEMORISED = "bootstrap-memorised"
     ENTROPY = "entropy"
     SYMMETRY = "symmetry"
     # blocks of work inside a stage

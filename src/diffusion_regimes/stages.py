@@ -17,17 +17,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from . import cloning as clone_mod
 from .classifier import labeller, save_classifier, train_classifier
 from .collapse import collapse_statistics, collapse_table, track_nearest
-from .config import MEMORISING_SCORES
 from .data import image_shape, load_subset, make_subset
 from .datamodels import for_meta
 from .entropy import collapse_level, entropy_collapse_time, entropy_times, excess_entropy
 from .errors import InputError
 from .io import atomic_path, concat_tables, make_metadata, read_metadata, read_table, write_table
-from .models import count_parameters
+from .models import count_parameters, network_input_shape
 from .networks import save_network
 from .sampling import Sampler, sample_projections
 from .schedule import speciation_time
@@ -42,9 +42,13 @@ log = logging.getLogger("diffusion_regimes")
 
 # ----------------------------------------------------------------------------- data
 def subset(input: dict, output: dict, exp: str, dataset: dict, seed: int) -> None:
-    table, meta = make_subset(dataset, generator(seed, exp, Stream.SUBSET))
+    """The training subset and the reference set of the memorisation null."""
+    table, meta, ref, ref_meta = make_subset(dataset, generator(seed, exp, Stream.SUBSET),
+                                             generator(seed, exp, Stream.REFERENCE))
     write_table(table, output["data"], make_metadata("subset", {"dataset": dataset}, seed, meta))
-    log.info("subset: n=%d d=%d classes=%s", meta["n"], meta["d"], meta["class_counts"])
+    write_table(ref, output["reference"], make_metadata("subset", {"dataset": dataset}, seed, ref_meta))
+    log.info("subset: n=%d d=%d classes=%s; reference (%s) n=%d", meta["n"], meta["d"], meta["class_counts"],
+             meta["reference"], ref_meta["n"])
 
 
 def spectrum(input: dict, output: dict, spectrum: dict, require_t_S: bool = True) -> None:
@@ -81,21 +85,25 @@ def spectrum(input: dict, output: dict, spectrum: dict, require_t_S: bool = True
 
 
 # ----------------------------------------------------------------------------- models
-def train(input: dict, output: dict, exp: str, model: dict, train: dict, seed: int, state: str,
+def train(input: dict, output: dict, exp: str, arch: str, model: dict, train: dict, seed: int, state: str,
           device: str = "auto", options: dict | None = None, progress: bool = True) -> None:
-    """Train the U-Net of an image subset; ``options`` are the train block's run options
-    (from the config, not parameters: they cannot change the result)."""
+    """Train the network of architecture ``arch`` (``unet`` for images, ``mlp`` for any data)
+    on a subset; ``model`` is its config block; ``options`` are the train block's run options
+    (from the config, not parameters: they change no result beyond rounding)."""
     x, _, meta = load_subset(input["data"])
-    shape = image_shape(meta)
+    try:
+        shape = network_input_shape(arch, tuple(meta["shape"]))
+    except ValueError as err:
+        raise InputError(f"{input['data']}: {err}") from None
     cfg_all = {**train, **(options or {})}
-    net, loss_log, info = train_network(x, "unet", model, shape, cfg_all, derive_seed(seed, exp, Stream.TRAIN),
+    net, loss_log, info = train_network(x, arch, model, shape, cfg_all, derive_seed(seed, exp, Stream.TRAIN),
                                         state, progress, device)
     cfg = {"model": model, "train": train}
     results = {"parameters": count_parameters(net), "final_loss": float(loss_log["loss"].tail(100).mean()),
                "steps": int(loss_log["step"].iloc[-1]), "time_scale": net.time_scale, **info}
     metadata = make_metadata("train", cfg, seed, results)
     write_table(loss_log, output["log"], metadata)
-    save_network(net, "unet", model, metadata, output["model"])
+    save_network(net, arch, model, metadata, output["model"])
     rate = info["steps_per_second"]
     log.info("train: %d parameters, final loss %.4f, %s steps/s on %s (%s)", results["parameters"],
              results["final_loss"], f"{rate:.2f}" if rate else "no new", info["device"], info["precision"])
@@ -104,6 +112,9 @@ def train(input: dict, output: dict, exp: str, model: dict, train: dict, seed: i
 def classifier(input: dict, output: dict, exp: str, classifier: dict, seed: int, device: str = "auto",
                progress: bool = True) -> None:
     x, labels, meta = load_subset(input["data"])
+    if "reference" in input:  # the held-out images are no model's training data, but the classifier may use them
+        xr, lr, _ = load_subset(input["reference"])
+        x, labels = torch.cat([x, xr]), torch.cat([labels, lr])
     shape = image_shape(meta)
     net, acc, n_test = train_classifier(x, labels, shape, classifier, derive_seed(seed, exp, Stream.CLASSIFIER),
                                         progress, device)
@@ -133,7 +144,8 @@ def cloning_shard(input: dict, output: dict, exp: str, score: str, cloning: dict
     res = clone_mod.clone_shared_trunk(fn, samp, branch, cloning["n_pairs"], x.shape[1], label,
                                        derive_seed(seed, exp, Stream.CLONING, score), cloning["pair_batch"],
                                        progress=True, blocks=blocks)
-    results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy, "blocks": blocks,
+    confidence = label.confidence_counts() if hasattr(label, "confidence_counts") else {}
+    results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy, "blocks": blocks, **confidence,
                "sampler_settings": samp.settings,
                "nfe_rerun_per_branch": clone_mod.rerun_per_branch_nfe(samp, branch, cloning["n_pairs"])}
     cfg = {"cloning": cloning, "sampler": samp.settings, "score": score, "shard": shard}
@@ -161,13 +173,31 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
             table[col.replace("phi", f"phi_{name}")] = part[col].to_numpy()
         levels.update({f"t_S_{name}_measured": c["crossing"], f"t_S_{name}_measured_se": c["crossing_se"],
                        f"t_S_{name}_measured_missed": c["crossing_missed"]})
+    accuracy = metas[0]["accuracy"]
+    if accuracy is not None:  # classes from a classifier: phi corrected for its held-out error as well
+        eps = 1.0 - accuracy
+        part, c = clone_mod.agreement_table(times, clone == trunk[None], cloning["n_bootstrap"],
+                                            derive_seed(seed, exp, Stream.BOOTSTRAP, score), flip=eps)
+        for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
+            table[col.replace("phi", "phi_corrected")] = part[col].to_numpy()
+        labelled = sum(m.get("labelled", 0) for m in metas)
+        # and for the label noise of the generated samples, seen at the latest branch time
+        noise = clone_mod.label_noise_from_latest_branch(float(table["phi"].iloc[0]))
+        _, g = clone_mod.agreement_table(times, clone == trunk[None], cloning["n_bootstrap"],
+                                         derive_seed(seed, exp, Stream.BOOTSTRAP, score), flip=noise)
+        levels.update({"t_S_measured_corrected": c["crossing"], "t_S_measured_corrected_se": c["crossing_se"],
+                       "label_noise_generated": noise, "t_S_measured_corrected_generated": g["crossing"],
+                       "t_S_measured_corrected_generated_se": g["crossing_se"],
+                       "label_error": eps,
+                       "confidence_mean": sum(m.get("confidence_sum", 0.0) for m in metas) / max(labelled, 1),
+                       "low_confidence_fraction": sum(m.get("low_confidence", 0) for m in metas) / max(labelled, 1)})
     if cross["crossing_missed"]:
         log.warning("cloning %s: %d of %d bootstrap replicates of phi never cross %.4f; the s.e. of t_S is "
                     "over the others", score, cross["crossing_missed"], cloning["n_bootstrap"], PHI_AT_T_S)
     results = {"nfe": int(sum(m["nfe"] for m in metas)), "t_S_measured": cross["crossing"],
                "t_S_measured_se": cross["crossing_se"], "t_S_measured_missed": cross["crossing_missed"],
                **levels, "t_S": spec["t_S"], "Lambda": spec["Lambda"],
-               "level": PHI_AT_T_S, "accuracy": metas[0]["accuracy"], "shards": len(metas),
+               "level": PHI_AT_T_S, "accuracy": accuracy, "shards": len(metas),
                "nfe_rerun_per_branch": metas[0]["nfe_rerun_per_branch"]}
     cfg = {"cloning": {**metas[0]["config"]["cloning"], **cloning}, "sampler": metas[0]["sampler_settings"],
            "score": score}
@@ -182,30 +212,33 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
 # ----------------------------------------------------------------------------- collapse
 def collapse_shard(input: dict, output: dict, exp: str, score: str, collapse: dict, sampler: dict,
                    block: int, seed: int, shard: int = 0, device: str | None = None) -> None:
-    """Trajectories and clone pairs of shard ``shard`` of ``collapse.shards``."""
+    """Trajectories and clone pairs of shard ``shard`` of ``collapse.shards``: nearest
+    training (and reference) points along the trajectories, memorisation of the final samples."""
     x, _, meta = load_subset(input["data"])
+    x_ref, _, _ = load_subset(input["reference"])
     spec = read_metadata(input["spectrum"], "spectrum")
     fn = score_model(score, x, for_meta(meta), block, input.get("model"), sampler, device)
     train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
+    reference = EmpiricalScore(x_ref, block) if len(x_ref) >= 2 else None
     samp = Sampler.from_config(sampler)
     shards = collapse.get("shards", 1)
     batch = collapse["pair_batch"]
     nfe0 = samp.nfe
-    times, nearest, d_star, ids = track_nearest(
+    track = track_nearest(
         fn, samp, train_set, collapse["n_trajectories"], derive_seed(seed, exp, Stream.COLLAPSE, score),
         collapse["track_every"], batch, progress=True,
-        blocks=shard_blocks(collapse["n_trajectories"], batch, shard, shards))
+        blocks=shard_blocks(collapse["n_trajectories"], batch, shard, shards), reference=reference)
     t_end = float(samp.grid[-1])
 
     def nearest_label(xf):
         return train_set.nearest(xf, t_end)[0]
 
-    branch = clone_mod.branch_times_ou(collapse["branch_times"], spec["t_S"])
+    branch = clone_mod.branch_times_ou(collapse["branch_times"], spec["t_S"], collapse.get("time_unit", "t_S"))
     res = clone_mod.clone_shared_trunk(fn, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label,
                                        derive_seed(seed, exp, Stream.COLLAPSE_CLONING, score), batch, progress=True,
                                        blocks=shard_blocks(collapse["n_pairs"], batch, shard, shards))
     cfg = {"collapse": collapse, "sampler": samp.settings, "score": score, "shard": shard}
-    write_table(collapse_table(times, nearest, d_star, ids), output["times"],
+    write_table(collapse_table(track, train_set, reference), output["times"],
                 make_metadata("collapse_shard", cfg, seed, {"nfe_trajectories": samp.nfe - nfe0 - res.nfe}))
     write_table(clone_mod.labels_table(res), output["pairs"],
                 make_metadata("collapse_shard", cfg, seed, {"nfe": res.nfe, "times": res.times.tolist(),
@@ -220,7 +253,9 @@ def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, se
                                        derive_seed(seed, exp, Stream.BOOTSTRAP_COLLAPSE, score), level=None)
     phi_c = phi.rename(columns={"phi": "phi_c", "phi_se": "phi_c_se", "phi_lo": "phi_c_lo",
                                 "phi_hi": "phi_c_hi"})
-    results = {**collapse_statistics(table), "nfe": int(sum(m["nfe"] for m in metas)), "shards": len(metas)}
+    results = {**collapse_statistics(table, collapse["n_bootstrap"],
+                                     derive_seed(seed, exp, Stream.BOOTSTRAP_MEMORISED, score)),
+               "nfe": int(sum(m["nfe"] for m in metas)), "shards": len(metas)}
     cfg = {"collapse": {**metas[0]["config"]["collapse"], **collapse}, "sampler": metas[0]["sampler_settings"],
            "score": score}
     write_table(table, output["times"], make_metadata("collapse", cfg, seed, results))
@@ -246,6 +281,7 @@ def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> No
     table = concat_tables(input["entropy"], "t", "entropy_shard")
     n, d = meta["n"], meta["d"]
     results = {"alpha": alpha(n, d), "t_C": entropy_collapse_time(table, d),
+               "t_C_lo": entropy_collapse_time(table, d, 0.5), "t_C_hi": entropy_collapse_time(table, d, 2.0),
                "level": collapse_level(d), "n": n, "d": d, "shards": len(input["entropy"])}
     write_table(table, output["entropy"], make_metadata("entropy", entropy, seed, results))
     log.info("entropy: alpha=%.4g t_C=%.4g", results["alpha"], results["t_C"])
@@ -299,34 +335,43 @@ def _by(keys, files, name: str) -> dict:
 def summary(input: dict, output: dict, experiments: dict) -> None:
     """One row per (experiment, score model), from the files the rule declares: per
     experiment (in the order of ``experiments``) its spectrum, entropy and theory; per
-    (experiment, score) its cloning table; per (experiment, memorising score) its
-    collapse times."""
+    (experiment, score) its cloning table and its collapse times."""
     pairs = [(exp, s) for exp, scores in experiments.items() for s in scores]
-    collapse_pairs = [p for p in pairs if p[1] in MEMORISING_SCORES]
     per_exp = {key: _by(experiments, input[key], key) for key in ("spectrum", "entropy", "theory")}
     clo = _by(pairs, input["cloning"], "cloning")
-    col = _by(collapse_pairs, input["collapse"], "collapse")
+    col = _by(pairs, input["collapse"], "collapse")
     rows = []
     for exp, score in pairs:
         spec = read_metadata(per_exp["spectrum"][exp], "spectrum")
         ent = read_metadata(per_exp["entropy"][exp], "entropy")
         th = read_metadata(per_exp["theory"][exp], "theory")
         c = read_metadata(clo[exp, score], "cloning")
-        t_c = read_metadata(col[exp, score], "collapse")["t_C_measured"] if (exp, score) in col else None
+        k = read_metadata(col[exp, score], "collapse")
         rows.append({"experiment": exp, "score": score, "n": spec["n"], "d": spec["d"],
                      "Lambda": spec["Lambda"], "Lambda_channel0": spec["Lambda_channel0"],
                      "t_S_theory": spec["t_S"],
                      "t_S_measured": c["t_S_measured"], "t_C_entropy": ent["t_C"],
-                     "t_C_measured": t_c, "t_C_theory_gm": th["t_C"],
+                     "t_C_measured": k["t_C_measured"], "t_C_theory_gm": th["t_C"],
                      "t_S_measured_se": c["t_S_measured_se"],
                      "classifier_accuracy": c.get("accuracy"),
                      "t_S_measured_missed": c.get("t_S_measured_missed"),
-                     "source": spec.get("source"), "Lambda_paper": spec.get("Lambda_paper")})
-    df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_C_measured": "Float64",
-                                    "t_C_theory_gm": "Float64", "t_S_measured": "float64",
-                                    "t_C_entropy": "float64", "t_S_measured_se": "float64",
-                                    "classifier_accuracy": "Float64", "Lambda_paper": "Float64",
-                                    "t_S_measured_missed": "Int64"})
+                     "source": spec.get("source"), "Lambda_paper": spec.get("Lambda_paper"),
+                     "t_S_measured_corrected": c.get("t_S_measured_corrected"),
+                     "t_S_measured_corrected_se": c.get("t_S_measured_corrected_se"),
+                     "t_S_measured_corrected_generated": c.get("t_S_measured_corrected_generated"),
+                     "memorised_fraction": k["memorised_fraction"],
+                     "memorised_fraction_se": k["memorised_fraction_se"],
+                     "memorised_fraction_null": k["memorised_fraction_null"],
+                     "t_C_memorised": k["t_C_memorised"], "t_C_null": k["t_C_null"],
+                     "t_C_entropy_lo": ent.get("t_C_lo"), "t_C_entropy_hi": ent.get("t_C_hi"),
+                     "t_C_theory_gm_finite_d": th.get("t_C_finite_d")})
+    floats = ["t_C_measured", "t_C_theory_gm", "t_S_measured", "t_C_entropy", "t_S_measured_se",
+              "classifier_accuracy", "Lambda_paper", "t_S_measured_corrected", "t_S_measured_corrected_se",
+              "t_S_measured_corrected_generated", "memorised_fraction", "memorised_fraction_se",
+              "memorised_fraction_null", "t_C_memorised", "t_C_null", "t_C_entropy_lo", "t_C_entropy_hi",
+              "t_C_theory_gm_finite_d"]
+    df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_S_measured_missed": "Int64",
+                                    **dict.fromkeys(floats, "Float64")})
     write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
     if "table" in output:  # the same table as TSV, which snakemake --report shows as a table
         with atomic_path(output["table"]) as tmp:
@@ -362,11 +407,10 @@ def table1(input: dict, output: dict) -> None:
 def figures(input: dict, output: dict, exp: str, scores: list[str]) -> None:
     from . import plots
 
-    memorising = [s for s in scores if s in MEMORISING_SCORES]
     plots.phi_figure(exp, input["spectrum"], input["theory"], _by(scores, input["cloning"], "cloning"),
                      Path(output["phi"]))
-    plots.collapse_figure(exp, input["entropy"], input["theory"], _by(memorising, input["collapse"], "collapse"),
-                          _by(memorising, input["phi_c"], "phi_c"), Path(output["collapse"]))
+    plots.collapse_figure(exp, input["entropy"], input["theory"], _by(scores, input["collapse"], "collapse"),
+                          _by(scores, input["phi_c"], "phi_c"), Path(output["collapse"]))
 
 
 def symmetry_figure(input: dict, output: dict, exp: str) -> None:

@@ -113,9 +113,12 @@ def gm_excess_entropy(t: np.ndarray | float, n: int, d: int, sigma: float) -> np
     return alpha(n, d) + 0.5 * np.log(delta(t) / gamma(t, sigma))
 
 
-def gm_collapse_time(n: int, d: int, sigma: float) -> float:
-    """Closed-form collapse time ``t_C = 1/2 log(1 + s^2/(n^{2/d} - 1))``."""
-    return 0.5 * math.log1p(sigma**2 / math.expm1(2 * alpha(n, d)))
+def gm_collapse_time(n: int, d: int, sigma: float, classes: int = 1) -> float:
+    """Closed-form collapse time of a mixture of equal-weight Gaussians of class std ``s``:
+    as d -> infinity ``t_C = 1/2 log(1 + s^2/(n^{2/d} - 1))`` (``classes = 1``); at finite d,
+    keeping the entropy of mixing the K classes, ``1/2 log(1 + s^2/((n/K)^{2/d} - 1))``
+    (``classes = K``: 1.473 against 1.427 for n = 2000, d = 256, two classes)."""
+    return 0.5 * math.log1p(sigma**2 / math.expm1(2 * alpha(n / classes, d)))
 
 
 def crossing_time(t: np.ndarray, y: np.ndarray, level: float) -> float:

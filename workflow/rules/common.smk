@@ -3,7 +3,7 @@
 # evaluated once per job on a cluster.
 from diffusion_regimes import paths
 from diffusion_regimes.config import (
-    MEMORISING_SCORES,
+    NETWORK_BLOCKS,
     NETWORK_SCORES,
     SCORE_KINDS,
     is_image,
@@ -50,6 +50,11 @@ def exp_cfg(wildcards):
 
 
 # ---- params that are not a plain look-up
+def network_params(wildcards):
+    """The architecture block of the network score model being trained (model, mlp)."""
+    return exp_cfg(wildcards)[NETWORK_BLOCKS[wildcards.score]]
+
+
 def train_params(wildcards):
     """The train block without its run options (they cannot change the result, so they
     reach the job from the config and a change of them re-runs nothing)."""
@@ -151,11 +156,7 @@ def sampling_inputs(wildcards, with_classifier=True):
 
 
 def collapse_inputs(wildcards):
-    return sampling_inputs(wildcards, with_classifier=False)
-
-
-def memorising(exp):
-    return [s for s in EXPERIMENTS[exp]["scores"] if s in MEMORISING_SCORES]
+    return {**sampling_inputs(wildcards, with_classifier=False), "reference": paths.REFERENCE.format(exp=wildcards.exp)}
 
 
 def experiment_tables(exp):
@@ -164,13 +165,13 @@ def experiment_tables(exp):
     return {"spectrum": paths.SPECTRUM.format(exp=exp), "entropy": paths.ENTROPY.format(exp=exp),
             "theory": paths.THEORY.format(exp=exp),
             "cloning": [paths.CLONING.format(exp=exp, score=s) for s in scores],
-            "collapse": [paths.COLLAPSE_TIMES.format(exp=exp, score=s) for s in memorising(exp)],
-            "phi_c": [paths.PHI_C.format(exp=exp, score=s) for s in memorising(exp)]}
+            "collapse": [paths.COLLAPSE_TIMES.format(exp=exp, score=s) for s in scores],
+            "phi_c": [paths.PHI_C.format(exp=exp, score=s) for s in scores]}
 
 
 def summary_inputs(wildcards):
     """Per experiment, in config order: spectrum, entropy, theory; per (experiment, score):
-    cloning; per (experiment, memorising score): collapse times (the summary stage zips them
+    cloning and collapse times (the summary stage zips them
     with its experiments parameter)."""
     tables = [experiment_tables(exp) for exp in EXPERIMENTS]
     return {"spectrum": [t["spectrum"] for t in tables], "entropy": [t["entropy"] for t in tables],

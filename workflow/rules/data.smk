@@ -1,6 +1,7 @@
 rule subset:
     output:
         data=paths.DATA,
+        reference=paths.REFERENCE,
     params:
         exp="{exp}",
         dataset=experiment("dataset"),

@@ -10,7 +10,8 @@ rule train:
         log=paths.TRAIN_LOG,
     params:
         exp="{exp}",
-        model=experiment("model"),
+        arch="{score}",
+        model=network_params,
         train=train_params,
         seed=config["seed"],
         state=train_state,
@@ -34,6 +35,7 @@ rule train:
 rule classifier:
     input:
         data=paths.DATA,
+        reference=paths.REFERENCE,
         spectrum=ancient(paths.SPECTRUM),
     output:
         classifier=paths.CLASSIFIER,

@@ -78,8 +78,6 @@ rule collapse_shard:
         log_path("collapse_{shard}", per_score=True),
     benchmark:
         bench_path("collapse_{shard}", per_score=True)
-    wildcard_constraints:
-        score="|".join(MEMORISING_SCORES),
     resources:
         mem_mb=4000,
         runtime=minutes(60),
@@ -105,8 +103,6 @@ rule collapse:
         log_path("collapse", per_score=True),
     benchmark:
         bench_path("collapse", per_score=True)
-    wildcard_constraints:
-        score="|".join(MEMORISING_SCORES),
     resources:
         mem_mb=2000,
         runtime=minutes(10),

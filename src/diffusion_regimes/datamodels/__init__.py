@@ -41,12 +41,16 @@ KINDS = ("solvable", "images")
 class Subset:
     """What :meth:`DataModel.sample` makes: ``x`` (n, d) float32 tensor, ``labels`` (n,)
     int64 classes, ``source_index`` (n,) int64 positions in the source, and ``meta``
-    (at least ``shape``, ``mean``, ``classes``, ``source`` and the model's parameters)."""
+    (at least ``shape``, ``mean``, ``classes``, ``source`` and the model's parameters).
+    ``reference``: a set the models never see, for the null of memorisation (image
+    sources: their held-out split, empty when ``dataset.holdout`` is 0); None for solvable
+    sources, whose reference is a fresh draw of the population."""
 
     x: Any
     labels: np.ndarray
     source_index: np.ndarray
     meta: dict
+    reference: Subset | None = None
 
 
 class DataModel:

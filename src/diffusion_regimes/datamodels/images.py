@@ -3,11 +3,12 @@
 its channels and the paper's Lambda where Table 1 has one.
 
 The subset of an image source: two classes (by index or name), all their images or
-``per_class`` of each drawn with the seed (balanced, in source order), brought to
-``size`` x ``size`` by the recipe, pixels in [0, 1] centred by the per-channel mean
-of the subset (kept in the metadata) and optionally divided by the per-channel std,
-flattened to float32 vectors of length ``d = C*H*W``. Labels are the position of
-the source class in the config's ``classes``.
+``per_class`` of each drawn with the seed (balanced, in source order), of which a
+fraction ``holdout`` of each class is held out as the reference set of the
+memorisation null; brought to ``size`` x ``size`` by the recipe, pixels in [0, 1]
+centred by the per-channel mean of the training split (kept in the metadata) and
+optionally divided by its per-channel std, flattened to float32 vectors of length
+``d = C*H*W``. Labels are the position of the source class in the config's ``classes``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ import torch
 from .. import sources
 from ..errors import InputError
 from . import DataModel, Subset, register
+
+
+def holdout_split(labels: np.ndarray, fraction: float, generator: torch.Generator) -> np.ndarray:
+    """Boolean mask (n,) of the held-out images: ``round(fraction * count)`` of each class,
+    drawn with the generator (balanced, so the reference has the classes of the subset)."""
+    held = np.zeros(len(labels), dtype=bool)
+    if fraction <= 0:
+        return held
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0]
+        k = int(round(fraction * len(idx)))
+        held[idx[torch.randperm(len(idx), generator=generator)[:k].numpy()]] = True
+    return held
 
 
 def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None,
@@ -82,16 +96,23 @@ class ImageSource(DataModel):
         if classes[0] == classes[1]:
             raise InputError(f"dataset.classes {dataset['classes']} name the same class twice")
         keep, labels = select_classes(src.labels, classes, dataset.get("per_class"), generator)
+        held = holdout_split(labels, dataset.get("holdout", 0.0), generator)
         native = src.images.shape[-1] if src.images is not None else None
         img = src.fetch(keep, dataset.get("size") or cls.size or native, dataset.get("resize") or cls.recipe)
-        mean = img.mean(dim=(0, 2, 3))
+        if held.all():
+            raise InputError(f"dataset.holdout={dataset.get('holdout')} holds out every image: lower it")
+        train = torch.as_tensor(~held)
+        mean = img[train].mean(dim=(0, 2, 3))  # the training split's statistics, for both splits
         img = img - mean[None, :, None, None]
-        std = img.std(dim=(0, 2, 3)) if dataset.get("standardize") else torch.ones(img.shape[1])
+        std = img[train].std(dim=(0, 2, 3)) if dataset.get("standardize") else torch.ones(img.shape[1])
         img = img / std.clamp_min(1e-12)[None, :, None, None]
         meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(), "std": std.tolist(),
                 "standardized": bool(dataset.get("standardize")), "classes": list(dataset["classes"]),
-                "class_names": [src.class_names[c] for c in classes], "source": cls.name}
-        return Subset(img.flatten(1), labels, src.index[keep], meta)
+                "class_names": [src.class_names[c] for c in classes], "source": cls.name,
+                "holdout": float(dataset.get("holdout", 0.0))}
+        index = np.asarray(src.index[keep])
+        ref = Subset(img[~train].flatten(1), labels[held], index[held], dict(meta))
+        return Subset(img[train].flatten(1), labels[~held], index[~held], meta, reference=ref)
 
     def reference_lambda(self) -> float | None:
         return self.paper_lambda.get(self.meta["shape"][-1])

@@ -65,12 +65,13 @@ def hierarchical_mixture(d: int, n: int, mu_tilde: float, mu_tilde2: float, sigm
     return x, labels.numpy()
 
 
-def _mixture_collapse(t: np.ndarray, n: int, d: int, sigma: float) -> tuple[np.ndarray, dict]:
-    """Closed-form f(t) of a mixture with class std sigma, its zero t_C and its crossing of
-    the entropy's finite-d level (:func:`diffusion_regimes.entropy.collapse_level`)."""
+def _mixture_collapse(t: np.ndarray, n: int, d: int, sigma: float, classes: int) -> tuple[np.ndarray, dict]:
+    """Closed-form f(t) of a mixture of ``classes`` Gaussians with class std sigma, its zero t_C
+    (d -> infinity), the finite-d t_C that keeps the classes' mixing entropy, and the crossing
+    of the entropy's finite-d level (:func:`diffusion_regimes.entropy.collapse_level`)."""
     f = gm_excess_entropy(t, n, d, sigma)
-    return f, {"t_C": gm_collapse_time(n, d, sigma), "t_C_at_level": crossing_time(t, f, collapse_level(d)),
-               "alpha": alpha(n, d)}
+    return f, {"t_C": gm_collapse_time(n, d, sigma), "t_C_finite_d": gm_collapse_time(n, d, sigma, classes),
+               "t_C_at_level": crossing_time(t, f, collapse_level(d)), "alpha": alpha(n, d)}
 
 
 @register
@@ -103,7 +104,7 @@ class GaussianMixture(DataModel):
 
     def theory(self, t: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
         n, d, mu, sigma = self.meta["n"], self.meta["d"], self.meta["mu_tilde"], self.meta["sigma"]
-        f, results = _mixture_collapse(t, n, d, sigma)
+        f, results = _mixture_collapse(t, n, d, sigma, 2)
         lam = gm_lambda(d, mu, sigma)
         results.update({"Lambda_population": lam, "t_S_population": speciation_time(lam)})
         return {"phi": gm_phi(t, mu * math.sqrt(d), sigma), "f": f}, results
@@ -142,7 +143,7 @@ class HierarchicalMixture(DataModel):
 
     def theory(self, t: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
         n, d, mu, mu2, sigma = (self.meta[k] for k in ("n", "d", "mu_tilde", "mu_tilde2", "sigma"))
-        f, results = _mixture_collapse(t, n, d, sigma)
+        f, results = _mixture_collapse(t, n, d, sigma, 4)
         lam, lam2, _ = hierarchical_lambdas(d, mu, mu2, sigma)
         phi_super, phi_sub, phi = hierarchical_phi(t, d, mu, mu2, sigma)
         results.update({"Lambda2_population": lam2, "t_S2_population": speciation_time(lam2),
