@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/diffusion-regimes run --configfile $(CONFIG)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/ruff check src tests benchmarks examples workflow/scripts
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/pytest
 

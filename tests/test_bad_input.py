@@ -121,11 +121,23 @@ CONFIG_CASES = {  # name: (edit of the tiny config, words of the one line)
                             ["plugins", "no_such_module_here"]),
     "exact score of images": (lambda c: c["experiments"]["digits"].update(scores=["exact"]),
                               ["experiments.digits.scores", "'exact' needs a solvable data model"]),
+    "external without a kind": (lambda c: c["experiments"]["digits"].update(scores=["external"]),
+                                ["experiments.digits.external.kind", "diffusers, edm or python"]),
+    "external folder missing": (lambda c: c["experiments"]["digits"].update(
+        scores=["external"], external={"kind": "diffusers", "path": "no/such/model"}),
+        ["experiments.digits.external.path", "no/such/model is not a folder", "nothing is downloaded"]),
+    "external folder without a scheduler": (lambda c: c["experiments"]["digits"].update(
+        scores=["external"], external={"kind": "diffusers", "path": "."}),
+        ["experiments.digits.external.path", "no scheduler_config.json", "scheduler.save_pretrained"]),
+    "U-turns from an empty reference": (lambda c: c["experiments"]["digits"].update(
+        uturn={"enabled": True, "start": "reference"}, dataset={**c["experiments"]["digits"]["dataset"], "holdout": 0}),
+        ["experiments.digits.uturn.start", "dataset.holdout is 0"]),
 }
 
 
 #: the cases also run through snakemake itself (the Snakefile's validation gives the same line)
-THROUGH_SNAKEMAKE = {"unknown key", "d list", "OU branch time beyond T", "unimportable plugin"}
+THROUGH_SNAKEMAKE = {"unknown key", "d list", "OU branch time beyond T", "unimportable plugin",
+                     "external folder missing", "external folder without a scheduler"}
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))

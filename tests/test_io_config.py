@@ -74,6 +74,22 @@ def test_default_and_test_configs_validate():
         "gm_speciation", "gm_collapse", "curie_weiss", None}
     assert len(load_config(ROOT / "config/solvable_paper.yaml")["experiments"]) >= 14
     assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion", "lfw"}
+    assert set(load_config(ROOT / "config/networks.yaml")["experiments"]) == {"gm_mlp"}
+    assert set(load_config(ROOT / "config/digits_unet.yaml")["experiments"]) == {"digits_unet"}
+
+
+def test_external_config_needs_its_model_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the model folder is relative to the working directory
+    with pytest.raises(ConfigError, match="models/diffusers-digits is not a folder"):  # until the example ran
+        load_config(ROOT / "config/external.yaml")
+    folder = tmp_path / "models/diffusers-digits"
+    folder.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no scheduler_config.json"):
+        load_config(ROOT / "config/external.yaml")
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"):
+        (folder / name).write_text("{}")  # validation checks the layout; the job reads the files
+    cfg = load_config(ROOT / "config/external.yaml")["experiments"]["digits"]
+    assert cfg["scores"] == ["external"] and cfg["uturn"]["enabled"]
 
 
 @pytest.mark.parametrize("edit, words", [

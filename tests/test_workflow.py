@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 import yaml
 from workflow_api import QUICK_ENV, ROOT, TINY, snakemake
@@ -32,6 +33,7 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
         "gmm/reference.parquet": ["label", "source_index", "x"],
         "digits/reference.parquet": ["label", "source_index", "x"],
         "digits/unet/phi_c.parquet": ["t", "phi_c", "phi_c_se"],
+        "gmm/exact/uturn.parquet": ["t", "phi", "phi_se", "phi_lo", "phi_hi", "n_points"],
         "gmm/entropy.parquet": ["t", "f", "f_se"],
         "gmm/theory.parquet": ["t", "phi", "f"],
         "summary.parquet": ["experiment", "score", "n", "d", "Lambda", "t_S_theory", "t_S_measured",
@@ -68,6 +70,10 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
     assert gmm.loc["exact", "memorised_fraction"] == 0 and gmm.loc["empirical", "memorised_fraction"] == 1
     assert gmm.loc["exact", "t_C_entropy_lo"] < gmm.loc["exact", "t_C_entropy"] < gmm.loc["exact", "t_C_entropy_hi"]
     assert gmm.loc["exact", "t_C_theory_gm_finite_d"] > gmm.loc["exact", "t_C_theory_gm"]
+    assert "t_U_measured" in summary and summary[summary["experiment"] != "gmm"]["t_U_measured"].isna().all()
+    turns, umeta = read_table(r / "gmm/exact/uturn.parquet", stage="uturn")
+    assert list(turns["n_points"]) == [64] * 3 and turns["phi"].iloc[0] > turns["phi"].iloc[-1]
+    assert umeta["start"] == "training" and umeta["level"] == pytest.approx(0.7752, abs=1e-4)
     digits = read_metadata(r / "digits/data.parquet")
     assert digits["n"] == 178 and read_metadata(r / "digits/reference.parquet")["n"] == 178  # holdout 0.5
     assert not (set(pq.read_table(r / "digits/data.parquet").column("source_index").to_pylist())

@@ -26,6 +26,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError, InputError
+from .external import external_inputs
 from .schedule import DDPM_STEPS, time_grid
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
@@ -33,9 +34,12 @@ __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_
 #: score models that need a trained network, and the config block of each one's architecture
 NETWORK_BLOCKS = {"unet": "model", "mlp": "mlp"}
 NETWORK_SCORES = tuple(NETWORK_BLOCKS)
+#: score models sampled with the network_sampler and run on the config's device: the networks
+#: trained here and ``external`` (a model trained elsewhere, the ``external`` block)
+SAMPLED_AS_NETWORK = NETWORK_SCORES + ("external",)
 #: every score model (collapse and memorisation are measured for all of them: the exact score,
 #: which cannot memorise, is their control)
-SCORE_KINDS = ("exact", "empirical") + NETWORK_SCORES
+SCORE_KINDS = ("exact", "empirical") + SAMPLED_AS_NETWORK
 #: dataset keys that may hold a list: the experiment expands into one per value
 GRID_KEYS = ("d", "n", "beta")
 #: per config block, the keys that cannot change a result (speed, resumption): they reach the
@@ -99,9 +103,10 @@ def is_image(exp_cfg: dict) -> bool:
 
 def needs_t_S(exp_cfg: dict) -> bool:
     """Whether an experiment measures in units of t_S = 1/2 log Lambda (cloning or collapse
-    branch times in t_S units, symmetry times), and so needs Lambda > 1."""
+    branch times in t_S units, symmetry times, U-turns in t_S units), and so needs Lambda > 1."""
+    uturn = exp_cfg["uturn"]
     return (exp_cfg["cloning"]["time_unit"] == "t_S" or exp_cfg["collapse"]["time_unit"] == "t_S"
-            or exp_cfg["symmetry"]["enabled"])
+            or exp_cfg["symmetry"]["enabled"] or (uturn["enabled"] and uturn["time_unit"] == "t_S"))
 
 
 def sampler_settings(cfg: dict) -> dict:
@@ -268,6 +273,27 @@ def _sampler_range(s: dict) -> tuple[float, float]:
     return float(grid[-1]), float(grid[0])
 
 
+def _check_external(where: str, ext: dict) -> None:
+    """The keys each kind of external model needs, and its folder (nothing is fetched)."""
+    kind = ext["kind"]
+    if kind is None:
+        raise _fail(f"{where}.kind", "score model 'external' needs external.kind: diffusers, edm or python")
+    need = {"diffusers": ("path",), "edm": ("entry", "shape"), "python": ("entry",)}[kind]
+    for key in need:
+        if ext[key] is None:
+            raise _fail(f"{where}.{key}", f"external.kind {kind} needs external.{key}")
+    if kind == "diffusers" and not Path(ext["path"]).is_dir():
+        raise _fail(f"{where}.path", f"{ext['path']} is not a folder: give the local folder that "
+                    "save_pretrained wrote (nothing is downloaded)")
+    if kind == "diffusers":  # the folder's files, checked once here (external imports no torch)
+        try:
+            external_inputs(ext)
+        except InputError as err:
+            raise _fail(f"{where}.path", str(err)) from None
+    if ext["entry"] is not None and ":" not in ext["entry"]:
+        raise _fail(f"{where}.entry", "give module:function or path/to/file.py:function")
+
+
 def _check_experiment(name: str, exp: dict) -> None:
     """The rules of one experiment that the schema cannot say."""
     where = f"experiments.{name}"
@@ -278,9 +304,11 @@ def _check_experiment(name: str, exp: dict) -> None:
             raise _fail(f"{where}.scores", f"'exact' needs a solvable data model (source {source!r} is {kind})")
         if score == "unet" and kind != "images":
             raise _fail(f"{where}.scores", f"'unet' needs image data, not source {source} (use 'mlp' for vectors)")
+    if "external" in exp["scores"]:
+        _check_external(f"{where}.external", exp["external"])
     if exp["symmetry"]["enabled"] and not source_entry(source).get("x-symmetry"):
         raise _fail(f"{where}.symmetry.enabled", f"the potential is that of the two-Gaussian mixture, not {source}")
-    for key in ("cloning", "collapse"):
+    for key in ("cloning", "collapse", "uturn"):
         bt = exp[key]["branch_times"]
         if any(b <= a for a, b in zip(bt, bt[1:])):
             raise _fail(f"{where}.{key}.branch_times", "list them in strictly increasing order")
@@ -293,14 +321,20 @@ def _check_experiment(name: str, exp: dict) -> None:
         if s["grid"] == "ddpm" and s["method"] == "euler_maruyama":
             raise _fail(f"{where}.{key}.method", "euler_maruyama is unstable on the ddpm grid as t -> 0 (its first "
                         "steps are long next to Delta_t): use heun or ddpm, or the log_snr grid")
-    if exp["cloning"]["time_unit"] == "ou":  # OU branch times must lie inside every sampler that clones
-        used = [("network_sampler" if s in NETWORK_SCORES else "sampler") for s in exp["scores"]]
+    used = [("network_sampler" if s in SAMPLED_AS_NETWORK else "sampler") for s in exp["scores"]]
+    for stage in ("cloning", "uturn"):  # OU branch times must lie inside every sampler that runs them
+        if exp[stage]["time_unit"] != "ou" or (stage == "uturn" and not exp["uturn"]["enabled"]):
+            continue
         for key in dict.fromkeys(used):
             lo, hi = _sampler_range(exp[key])
-            bad = [b for b in exp["cloning"]["branch_times"] if not lo <= b <= hi]
+            bad = [b for b in exp[stage]["branch_times"] if not lo <= b <= hi]
             if bad:
-                raise _fail(f"{where}.cloning.branch_times", f"OU time {bad[0]} is outside the {key}'s grid "
+                raise _fail(f"{where}.{stage}.branch_times", f"OU time {bad[0]} is outside the {key}'s grid "
                             f"[{lo:.4g}, {hi:.4g}]: raise {key}.T or lower the times")
+    if (exp["uturn"]["enabled"] and exp["uturn"]["start"] == "reference" and kind == "images"
+            and not exp["dataset"].get("holdout")):
+        raise _fail(f"{where}.uturn.start", "the reference set is empty when dataset.holdout is 0: start from "
+                    "the training points, or hold some out")
     _check_shards(where, exp)
     ent = exp["entropy"]
     if ent["t_min"] >= ent["t_max"]:

@@ -24,6 +24,8 @@ ENTROPY_SHARD = RESULTS + "/{exp}/shards/entropy_{shard}.parquet"
 SNAPSHOTS = RESULTS + "/{exp}/{score}/snapshots.parquet"
 COLLAPSE_TIMES = RESULTS + "/{exp}/{score}/collapse_times.parquet"
 PHI_C = RESULTS + "/{exp}/{score}/phi_c.parquet"
+#: U-turns (uturn.enabled): phi_U(t), the probability that a noised-and-denoised data point keeps its class
+UTURN = RESULTS + "/{exp}/{score}/uturn.parquet"
 ENTROPY = RESULTS + "/{exp}/entropy.parquet"
 THEORY = RESULTS + "/{exp}/theory.parquet"
 SYMMETRY = RESULTS + "/{exp}/symmetry.parquet"

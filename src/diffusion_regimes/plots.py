@@ -29,7 +29,7 @@ from .errors import InputError  # noqa: E402
 from .io import atomic_path, read_metadata, read_table  # noqa: E402
 from .theory import PHI_AT_T_S, gm_potential, gm_projection_density  # noqa: E402
 
-COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2", "mlp": "C4"}
+COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2", "external": "C3", "mlp": "C4"}
 
 
 def _save(fig, path: Path) -> None:
@@ -50,10 +50,12 @@ def _time_unit(t_S: float) -> tuple[float, str]:
     return (t_S, r"$t / t_S$") if t_S > 0 else (1.0, "t (OU time; t_S <= 0)")
 
 
-def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], path: Path) -> None:
+def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], path: Path,
+               uturn: dict[str, str] | None = None) -> None:
     """phi(t) against t/t_S: the cloning table of each score model (``cloning``: score ->
-    path) with its 95 % interval, the closed form where there is one, phi(t_S) and t_S, and
-    the data model's extra levels of agreement (e.g. super-class and class within it)."""
+    path) with its 95 % interval, the closed form where there is one, phi(t_S) and t_S, the
+    data model's extra levels of agreement (e.g. super-class and class within it), and the
+    U-turns' phi_U(t) (``uturn``: score -> path) where the experiment has them."""
     spec = read_metadata(spectrum, "spectrum")
     t_S = spec["t_S"]
     unit, xlabel = _time_unit(t_S)
@@ -90,12 +92,19 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
                         ms=4, capsize=2, mfc="none", color=COLORS.get(score),
                         label=f"{score}, {level}: $t_S$ measured "
                               + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
+    for score, p in (uturn or {}).items():  # phi_U: its closed form is phi's (the same curve)
+        tab, meta = read_table(p, stage="uturn")
+        m = meta["t_U_measured"]
+        x_max = max(x_max, float(tab["t"].max() / unit))
+        ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
+                    fmt="^", ms=5, mfc="none", capsize=2, color=COLORS.get(score),
+                    label=f"{score}, U-turn $\\phi_U$: crosses at {m:.3g}" if m is not None else f"{score}, U-turn")
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
     if t_S > 0:
         ax.axvline(1.0, color="grey", ls="--", lw=1)
     ax.set_xlim(0, 1.1 * x_max)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(r"$\phi(t)$: clones in the same class")
+    ax.set_ylabel(r"$\phi(t)$: clones in the same class" + (r"; $\phi_U$: class kept" if uturn else ""))
     ax.set_title(f"{exp}: speciation, Λ = {spec['Lambda']:.4g}, $t_S$ = {t_S:.3g}")
     ax.legend(fontsize=8)
     _save(fig, path)

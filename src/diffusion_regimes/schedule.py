@@ -69,10 +69,16 @@ def ddpm_alpha_bar(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
     return np.cumprod(1.0 - ddpm_betas(steps, beta_min, beta_max))
 
 
+def ou_time(alpha_bar) -> np.ndarray:
+    """OU time ``t = -1/2 log abar`` of a discrete schedule's cumulative product (float64 array):
+    ``abar = e^{-2t}`` is the signal variance left at t, in every discrete-time convention."""
+    return -0.5 * np.log(np.asarray(alpha_bar, dtype=np.float64))
+
+
 def ddpm_times(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
                beta_max: float = DDPM_BETA_MAX) -> np.ndarray:
     """OU times ``t_k = -1/2 log abar_k`` of DDPM steps k = 1..steps, increasing."""
-    return -0.5 * np.log(ddpm_alpha_bar(steps, beta_min, beta_max))
+    return ou_time(ddpm_alpha_bar(steps, beta_min, beta_max))
 
 
 def gather(values, step):

@@ -27,8 +27,9 @@ from typing import Protocol
 
 import torch
 
-from .config import NETWORK_SCORES
+from .config import NETWORK_SCORES, SCORE_KINDS
 from .errors import InputError
+from .external import external_score
 from .networks import NetworkScore, load_network
 from .schedule import delta, gamma
 
@@ -221,18 +222,21 @@ class EmpiricalScore:
 
 
 def score_model(kind: str, x: torch.Tensor, model, block: int | None = None, network: str | None = None,
-                sampler: dict | None = None, device: str | None = None) -> Score:
+                sampler: dict | None = None, device: str | None = None, external: dict | None = None) -> Score:
     """The score model ``kind`` for a subset x (n, d) of data model ``model``
     (:class:`diffusion_regimes.datamodels.DataModel`): ``exact`` (the model's exact score),
-    ``empirical`` (:class:`EmpiricalScore` with ``block`` training points per block), or a
-    network read from the checkpoint ``network`` and evaluated ``sampler['batch_size']``
-    rows at a time on ``device`` at ``sampler['precision']``."""
+    ``empirical`` (:class:`EmpiricalScore` with ``block`` training points per block), a
+    network read from the checkpoint ``network``, or ``external`` (the config's ``external``
+    block, :mod:`diffusion_regimes.external`); networks are evaluated ``sampler['batch_size']``
+    rows at a time on ``device`` (trained here: at ``sampler['precision']``)."""
+    sampler = sampler or {}
     if kind == "exact":
         return model.exact_score()
     if kind == "empirical":
         return EmpiricalScore(x, block or 4096)
     if kind in NETWORK_SCORES:
-        sampler = sampler or {}
         return NetworkScore(load_network(network), sampler.get("batch_size", 512), device or "auto",
                             sampler.get("precision", "fp32"))
-    raise InputError(f"unknown score model {kind!r}: use one of exact, empirical, {', '.join(NETWORK_SCORES)}")
+    if kind == "external":
+        return external_score(external or {}, x.shape[1], device or "auto", sampler.get("batch_size", 512))
+    raise InputError(f"unknown score model {kind!r}: use one of {', '.join(SCORE_KINDS)}")

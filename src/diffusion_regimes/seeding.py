@@ -34,6 +34,8 @@ class Stream(Enum):
     COLLAPSE_CLONING = "collapse-cloning"
     BOOTSTRAP_COLLAPSE = "bootstrap-collapse"
     BOOTSTRAP_MEMORISED = "bootstrap-memorised"
+    UTURN = "uturn"
+    BOOTSTRAP_UTURN = "bootstrap-uturn"
     ENTROPY = "entropy"
     SYMMETRY = "symmetry"
     # blocks of work inside a stage

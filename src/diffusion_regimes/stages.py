@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import cloning as clone_mod
+from . import uturn as uturn_mod
 from .classifier import labeller, save_classifier, train_classifier
 from .collapse import collapse_statistics, collapse_table, track_nearest
 from .data import image_shape, load_subset, make_subset
@@ -131,12 +132,12 @@ def classifier(input: dict, output: dict, exp: str, classifier: dict, seed: int,
 
 def cloning_shard(input: dict, output: dict, exp: str, score: str, cloning: dict, sampler: dict,
                   block: int | None, min_accuracy: float | None, seed: int, shard: int = 0,
-                  device: str | None = None) -> None:
+                  device: str | None = None, external: dict | None = None) -> None:
     """Pairs of shard ``shard`` of ``cloning.shards``: raw labels and (shard 0) the snapshots."""
     x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"], "spectrum")
     model = for_meta(meta)
-    fn = score_model(score, x, model, block, input.get("model"), sampler, device)
+    fn = score_model(score, x, model, block, input.get("model"), sampler, device, external)
     label, accuracy = labeller(model, input.get("classifier"), min_accuracy, device)
     samp = Sampler.from_config(sampler)
     branch = clone_mod.branch_times_ou(cloning["branch_times"], spec["t_S"], cloning.get("time_unit", "t_S"))
@@ -211,13 +212,14 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
 
 # ----------------------------------------------------------------------------- collapse
 def collapse_shard(input: dict, output: dict, exp: str, score: str, collapse: dict, sampler: dict,
-                   block: int, seed: int, shard: int = 0, device: str | None = None) -> None:
+                   block: int, seed: int, shard: int = 0, device: str | None = None,
+                   external: dict | None = None) -> None:
     """Trajectories and clone pairs of shard ``shard`` of ``collapse.shards``: nearest
     training (and reference) points along the trajectories, memorisation of the final samples."""
     x, _, meta = load_subset(input["data"])
     x_ref, _, _ = load_subset(input["reference"])
     spec = read_metadata(input["spectrum"], "spectrum")
-    fn = score_model(score, x, for_meta(meta), block, input.get("model"), sampler, device)
+    fn = score_model(score, x, for_meta(meta), block, input.get("model"), sampler, device, external)
     train_set = fn if isinstance(fn, EmpiricalScore) else EmpiricalScore(x, block)
     reference = EmpiricalScore(x_ref, block) if len(x_ref) >= 2 else None
     samp = Sampler.from_config(sampler)
@@ -261,6 +263,38 @@ def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, se
     write_table(table, output["times"], make_metadata("collapse", cfg, seed, results))
     write_table(phi_c, output["phi_c"], make_metadata("collapse", cfg, seed, results))
     log.info("collapse %s: mean t_collapse %.4g", score, results["t_C_measured"])
+
+
+# ----------------------------------------------------------------------------- U-turns
+def uturn(input: dict, output: dict, exp: str, score: str, uturn: dict, sampler: dict, block: int | None,
+          min_accuracy: float | None, seed: int, device: str | None = None, external: dict | None = None) -> None:
+    """U-turns from data points (:mod:`diffusion_regimes.uturn`): phi_U(t) with bootstrap
+    errors and the time where it crosses phi(t_S) of the closed form."""
+    x, labels, meta = load_subset(input["data"])
+    spec = read_metadata(input["spectrum"], "spectrum")
+    model = for_meta(meta)
+    fn = score_model(score, x, model, block, input.get("model"), sampler, device, external)
+    label, accuracy = labeller(model, input.get("classifier"), min_accuracy, device)
+    if uturn["start"] == "reference":
+        x, labels, _ = load_subset(input["reference"])
+        if len(x) < 2:
+            raise InputError(f"uturn.start: reference, but {exp}'s reference set is empty (dataset.holdout is 0): "
+                             "start from the training points or hold some out")
+    pick = uturn_mod.choose_points(len(x), uturn["n_points"], derive_seed(seed, exp, Stream.UTURN))
+    samp = Sampler.from_config(sampler)
+    branch = clone_mod.branch_times_ou(uturn["branch_times"], spec["t_S"], uturn["time_unit"])
+    times, kept = uturn_mod.u_turn(fn, samp, x[pick], labels[pick], branch, label,
+                                   derive_seed(seed, exp, Stream.UTURN, score), uturn["batch"], progress=True)
+    table, cross = clone_mod.agreement_table(times, kept, uturn["n_bootstrap"],
+                                             derive_seed(seed, exp, Stream.BOOTSTRAP_UTURN, score))
+    table = table.rename(columns={"n_pairs": "n_points"})
+    results = {"t_U_measured": cross["crossing"], "t_U_measured_se": cross["crossing_se"],
+               "t_U_measured_missed": cross["crossing_missed"], "level": PHI_AT_T_S, "t_S": spec["t_S"],
+               "accuracy": accuracy, "start": uturn["start"], "n_points": len(pick), "nfe": samp.nfe}
+    cfg = {"uturn": uturn, "sampler": samp.settings, "score": score}
+    write_table(table, output["uturn"], make_metadata("uturn", cfg, seed, results))
+    log.info("uturn %s: phi_U crosses %.4f at t = %.4g +- %.2g (t_S = %.4g), %d points from the %s set", score,
+             PHI_AT_T_S, cross["crossing"], cross["crossing_se"], spec["t_S"], len(pick), uturn["start"])
 
 
 # ----------------------------------------------------------------------------- entropy / theory
@@ -332,14 +366,16 @@ def _by(keys, files, name: str) -> dict:
     return dict(zip(keys, files))
 
 
-def summary(input: dict, output: dict, experiments: dict) -> None:
+def summary(input: dict, output: dict, experiments: dict, uturn: list[str] | None = None) -> None:
     """One row per (experiment, score model), from the files the rule declares: per
     experiment (in the order of ``experiments``) its spectrum, entropy and theory; per
-    (experiment, score) its cloning table and its collapse times."""
+    (experiment, score) its cloning table and its collapse times, and its U-turns for the
+    experiments listed in ``uturn``."""
     pairs = [(exp, s) for exp, scores in experiments.items() for s in scores]
     per_exp = {key: _by(experiments, input[key], key) for key in ("spectrum", "entropy", "theory")}
     clo = _by(pairs, input["cloning"], "cloning")
     col = _by(pairs, input["collapse"], "collapse")
+    turns = _by([(e, s) for e in uturn or [] for s in experiments[e]], input.get("uturn", []), "uturn")
     rows = []
     for exp, score in pairs:
         spec = read_metadata(per_exp["spectrum"][exp], "spectrum")
@@ -347,6 +383,7 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
         th = read_metadata(per_exp["theory"][exp], "theory")
         c = read_metadata(clo[exp, score], "cloning")
         k = read_metadata(col[exp, score], "collapse")
+        u = read_metadata(turns[exp, score], "uturn") if (exp, score) in turns else {}
         rows.append({"experiment": exp, "score": score, "n": spec["n"], "d": spec["d"],
                      "Lambda": spec["Lambda"], "Lambda_channel0": spec["Lambda_channel0"],
                      "t_S_theory": spec["t_S"],
@@ -364,12 +401,13 @@ def summary(input: dict, output: dict, experiments: dict) -> None:
                      "memorised_fraction_null": k["memorised_fraction_null"],
                      "t_C_memorised": k["t_C_memorised"], "t_C_null": k["t_C_null"],
                      "t_C_entropy_lo": ent.get("t_C_lo"), "t_C_entropy_hi": ent.get("t_C_hi"),
-                     "t_C_theory_gm_finite_d": th.get("t_C_finite_d")})
+                     "t_C_theory_gm_finite_d": th.get("t_C_finite_d"),
+                     "t_U_measured": u.get("t_U_measured"), "t_U_measured_se": u.get("t_U_measured_se")})
     floats = ["t_C_measured", "t_C_theory_gm", "t_S_measured", "t_C_entropy", "t_S_measured_se",
               "classifier_accuracy", "Lambda_paper", "t_S_measured_corrected", "t_S_measured_corrected_se",
               "t_S_measured_corrected_generated", "memorised_fraction", "memorised_fraction_se",
               "memorised_fraction_null", "t_C_memorised", "t_C_null", "t_C_entropy_lo", "t_C_entropy_hi",
-              "t_C_theory_gm_finite_d"]
+              "t_C_theory_gm_finite_d", "t_U_measured", "t_U_measured_se"]
     df = pd.DataFrame(rows).astype({"n": "int64", "d": "int64", "t_S_measured_missed": "Int64",
                                     **dict.fromkeys(floats, "Float64")})
     write_table(df, output["summary"], make_metadata("summary", {"experiments": experiments}))
@@ -407,8 +445,9 @@ def table1(input: dict, output: dict) -> None:
 def figures(input: dict, output: dict, exp: str, scores: list[str]) -> None:
     from . import plots
 
+    turns = input.get("uturn") or []
     plots.phi_figure(exp, input["spectrum"], input["theory"], _by(scores, input["cloning"], "cloning"),
-                     Path(output["phi"]))
+                     Path(output["phi"]), _by(scores, turns, "uturn") if len(turns) else None)
     plots.collapse_figure(exp, input["entropy"], input["theory"], _by(scores, input["collapse"], "collapse"),
                           _by(scores, input["phi_c"], "phi_c"), Path(output["collapse"]))
 

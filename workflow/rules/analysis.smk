@@ -94,6 +94,7 @@ rule summary:
         table=report(paths.SUMMARY_TSV, caption="../report/summary.rst", category="Summary"),
     params:
         experiments=experiments_param,
+        uturn=uturn_param,
     log:
         f"{paths.LOGS}/summary.log",
     benchmark:

@@ -5,6 +5,7 @@ from diffusion_regimes import paths
 from diffusion_regimes.config import (
     NETWORK_BLOCKS,
     NETWORK_SCORES,
+    SAMPLED_AS_NETWORK,
     SCORE_KINDS,
     is_image,
     needs_classifier,
@@ -12,6 +13,7 @@ from diffusion_regimes.config import (
     result_keys,
     sampler_settings,
 )
+from diffusion_regimes.external import external_inputs
 
 EXPERIMENTS = config["experiments"]
 # software of every rule for --software-deployment-method conda (the package itself
@@ -105,7 +107,7 @@ def shard_param(wildcards):
 
 def sampler_params(wildcards):
     """The sampler of this score model (network_sampler for networks), relevant keys only."""
-    key = "network_sampler" if getattr(wildcards, "score", None) in NETWORK_SCORES else "sampler"
+    key = "network_sampler" if getattr(wildcards, "score", None) in SAMPLED_AS_NETWORK else "sampler"
     return sampler_settings(exp_cfg(wildcards)[key])
 
 
@@ -118,14 +120,19 @@ def device_param(wildcards):
     """Where networks run (config device): training, the classifier, and cloning with a
     network score or a classifier labeller; None for jobs that run no network."""
     score = getattr(wildcards, "score", None)
-    if score is None or score in NETWORK_SCORES or needs_classifier(exp_cfg(wildcards)):
+    if score is None or score in SAMPLED_AS_NETWORK or needs_classifier(exp_cfg(wildcards)):
         return config["device"]
     return None
 
 
 def network_device_param(wildcards):
     """Where a network score runs (collapse uses no classifier)."""
-    return config["device"] if wildcards.score in NETWORK_SCORES else None
+    return config["device"] if wildcards.score in SAMPLED_AS_NETWORK else None
+
+
+def external_param(wildcards):
+    """The external block, for the jobs whose score model is external."""
+    return exp_cfg(wildcards)["external"] if wildcards.score == "external" else None
 
 
 def train_state(wildcards):
@@ -150,33 +157,51 @@ def sampling_inputs(wildcards, with_classifier=True):
               "spectrum": paths.SPECTRUM.format(exp=wildcards.exp)}
     if wildcards.score in NETWORK_SCORES:
         inputs["model"] = paths.MODEL.format(exp=wildcards.exp, score=wildcards.score)
+    if wildcards.score == "external":  # its files, so that a new model re-runs what uses it
+        inputs["external"] = external_inputs(exp_cfg(wildcards)["external"])
     if with_classifier and needs_classifier(exp_cfg(wildcards)):
         inputs["classifier"] = paths.CLASSIFIER.format(exp=wildcards.exp)
     return inputs
+
+
+def uturn_inputs(wildcards):
+    return {**sampling_inputs(wildcards), "reference": paths.REFERENCE.format(exp=wildcards.exp)}
 
 
 def collapse_inputs(wildcards):
     return {**sampling_inputs(wildcards, with_classifier=False), "reference": paths.REFERENCE.format(exp=wildcards.exp)}
 
 
+def uturn_experiments():
+    """The experiments with U-turns (uturn.enabled), in config order."""
+    return [exp for exp, cfg in EXPERIMENTS.items() if cfg["uturn"]["enabled"]]
+
+
+def uturn_param(wildcards):
+    return uturn_experiments()
+
+
 def experiment_tables(exp):
-    """The tables of one experiment that the summary and its figures read, by kind."""
+    """The tables of one experiment that the summary and its figures read, by kind (uturn:
+    empty unless the experiment has U-turns)."""
     scores = EXPERIMENTS[exp]["scores"]
+    uturn = exp in uturn_experiments()
     return {"spectrum": paths.SPECTRUM.format(exp=exp), "entropy": paths.ENTROPY.format(exp=exp),
             "theory": paths.THEORY.format(exp=exp),
             "cloning": [paths.CLONING.format(exp=exp, score=s) for s in scores],
             "collapse": [paths.COLLAPSE_TIMES.format(exp=exp, score=s) for s in scores],
-            "phi_c": [paths.PHI_C.format(exp=exp, score=s) for s in scores]}
+            "phi_c": [paths.PHI_C.format(exp=exp, score=s) for s in scores],
+            "uturn": [paths.UTURN.format(exp=exp, score=s) for s in scores] if uturn else []}
 
 
 def summary_inputs(wildcards):
     """Per experiment, in config order: spectrum, entropy, theory; per (experiment, score):
-    cloning and collapse times (the summary stage zips them
-    with its experiments parameter)."""
+    cloning and collapse times, and the U-turns of the experiments that have them (the
+    summary stage zips them with its experiments and uturn parameters)."""
     tables = [experiment_tables(exp) for exp in EXPERIMENTS]
     return {"spectrum": [t["spectrum"] for t in tables], "entropy": [t["entropy"] for t in tables],
             "theory": [t["theory"] for t in tables], "cloning": [f for t in tables for f in t["cloning"]],
-            "collapse": [f for t in tables for f in t["collapse"]]}
+            "collapse": [f for t in tables for f in t["collapse"]], "uturn": [f for t in tables for f in t["uturn"]]}
 
 
 def figure_inputs(wildcards):

@@ -1,4 +1,4 @@
-# Sampling stages: each runs as `shards` jobs (cloning.shards, collapse.shards), every
+# Sampling stages: cloning and collapse each run as `shards` jobs (cloning.shards, collapse.shards), every
 # shard a contiguous range of blocks of pairs or trajectories with their own generators,
 # merged by a gather job into the declared outputs (identical to a single job's).
 
@@ -19,6 +19,7 @@ rule cloning_shard:
         seed=config["seed"],
         shard=shard_param,
         device=device_param,
+        external=external_param,
     log:
         log_path("cloning_{shard}", per_score=True),
     benchmark:
@@ -74,6 +75,7 @@ rule collapse_shard:
         seed=config["seed"],
         shard=shard_param,
         device=network_device_param,
+        external=external_param,
     log:
         log_path("collapse_{shard}", per_score=True),
     benchmark:
@@ -106,6 +108,34 @@ rule collapse:
     resources:
         mem_mb=2000,
         runtime=minutes(10),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule uturn:
+    input:
+        unpack(uturn_inputs),
+    output:
+        uturn=paths.UTURN,
+    params:
+        exp="{exp}",
+        score="{score}",
+        uturn=experiment("uturn"),
+        sampler=sampler_params,
+        block=score_block_param,
+        min_accuracy=min_accuracy_param,
+        seed=config["seed"],
+        device=device_param,
+        external=external_param,
+    log:
+        log_path("uturn", per_score=True),
+    benchmark:
+        bench_path("uturn", per_score=True)
+    resources:
+        mem_mb=4000,
+        runtime=minutes(60),
     conda:
         CONDA_ENV
     script:
