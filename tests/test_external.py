@@ -14,7 +14,7 @@ from workflow_api import ROOT
 from diffusion_regimes import external
 from diffusion_regimes.errors import InputError
 from diffusion_regimes.sampling import Sampler
-from diffusion_regimes.schedule import delta, ou_time
+from diffusion_regimes.schedule import delta, forward_noise, ou_time
 from diffusion_regimes.scores import GaussianMixtureScore
 from diffusion_regimes.seeding import generator
 from diffusion_regimes.theory import gm_phi
@@ -70,6 +70,36 @@ def test_discrete_predictions_convert_to_the_exact_score(prediction):
         score(x, clock.t_max + 0.1)
 
 
+def test_discrete_steps_are_diffusers_noise_levels():
+    """Step k of the clock is the OU time at which diffusers' add_noise puts x_k, and its
+    get_velocity is the v of our conversion."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    clock = external.DiscreteTime(external.scheduler_alpha_bar(dict(sched.config)))
+    x0, eps = torch.randn(8, 16, generator=generator(2)), torch.randn(8, 16, generator=generator(3))
+    for k in (0, 10, 500, 999):
+        t = clock.time(k)
+        assert clock.step(t) == pytest.approx(k)
+        steps = torch.full((8,), k)
+        torch.testing.assert_close(sched.add_noise(x0, eps, steps), forward_noise(x0, t, eps), rtol=1e-5, atol=1e-5)
+        alpha, s = math.exp(-t), math.sqrt(delta(t))
+        torch.testing.assert_close(sched.get_velocity(x0, eps, steps), alpha * eps - s * x0, rtol=1e-5, atol=1e-5)
+
+
+def test_edm_coefficients_are_karras_table_1():
+    """Against the formulas of Karras et al. (2022), Table 1, written out here."""
+    sigma, sd = 0.8, 0.5
+    expected_edm = (sd**2 / (sigma**2 + sd**2), sigma * sd / math.sqrt(sigma**2 + sd**2),
+                    1 / math.sqrt(sigma**2 + sd**2), math.log(sigma) / 4)
+    assert external.edm_coefficients(sigma, "edm") == pytest.approx(expected_edm)
+    assert external.edm_coefficients(sigma, "ve") == pytest.approx((1.0, sigma, 1.0, math.log(sigma / 2)))
+    c_skip, c_out, c_in, c_noise = external.edm_coefficients(sigma, "vp")
+    assert (c_skip, c_out, c_in) == pytest.approx((1.0, -sigma, 1 / math.sqrt(sigma**2 + 1)))
+    t_vp = c_noise / 999  # c_noise = (M - 1) sigma^{-1}(sigma), sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)
+    assert math.sqrt(math.expm1(0.5 * 19.9 * t_vp**2 + 0.1 * t_vp)) == pytest.approx(sigma)
+
+
 @pytest.mark.parametrize("preconditioning", ["edm", "ve", "vp", "denoiser"])
 def test_edm_denoisers_convert_to_the_exact_score(preconditioning):
     """D(x_VE; sigma) of the mixture (Tweedie in the VE scale), as a denoiser or as the raw
@@ -117,6 +147,11 @@ def test_entry_points_and_their_errors(tmp_path):
         external.external_score({"kind": "python", "entry": f"{tmp_path}/mine.py:wrong"}, 4)
     with pytest.raises(InputError, match="cannot load it"):
         external.external_score({"kind": "python", "entry": f"{tmp_path}/none.py:make"}, 4)
+    (tmp_path / "broken.py").write_text("undefined_name + 1\n")
+    with pytest.raises(InputError, match="cannot load it \\(NameError"):
+        external.external_score({"kind": "python", "entry": f"{tmp_path}/broken.py:make"}, 4)
+    with pytest.raises(InputError, match="failed with options .* \\(TypeError"):
+        external.external_score({"kind": "python", "entry": f"{tmp_path}/mine.py:make", "options": {"e": 1}}, 4)
     with pytest.raises(InputError, match="no scheduler_config.json"):
         external.external_inputs({"kind": "diffusers", "path": str(tmp_path)})
 
@@ -130,8 +165,9 @@ def test_u_turns_of_the_mixture_follow_the_closed_form():
     points = (sign[:, None] + torch.randn(n, d, generator=generator(6), dtype=torch.float64)).float()
     sampler = Sampler.from_config({"method": "heun", "grid": "log_snr", "steps": 60, "T": 6.0, "t_end": 1e-3})
     t_S = 0.5 * math.log(d + 1.0)
-    times, kept = u_turn(exact, sampler, points, labels, np.array([0.5, 0.8, 1.0, 1.2, 1.6]) * t_S,
+    times, kept = u_turn(exact, sampler, points, np.array([0.5, 0.8, 1.0, 1.2, 1.6]) * t_S,
                          lambda x: (x.sum(1) < 0).long(), seed=7, batch=512)
+    assert np.array_equal((points.sum(1) < 0).long().numpy(), labels.numpy())  # the labeller's c is the class
     phi = kept.mean(1)
     se = np.sqrt(phi * (1 - phi) / n).clip(1e-3)
     theory = gm_phi(times, math.sqrt(d), 1.0)
@@ -168,6 +204,45 @@ def test_bad_diffusers_folders_give_one_line(tmp_path):
     (tmp_path / "m" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps({"w": Payload()}))
     with pytest.raises(InputError, match="diffusion_pytorch_model.bin"):
         external.load_diffusers(tmp_path / "m")
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m, s: s.update(rescale_betas_zero_snr=True), "rescale_betas_zero_snr is not supported"),
+    (lambda m, s: [s.pop("beta_schedule"), s.update(_class_name="ScoreSdeVeScheduler")], "has no beta schedule"),
+    (lambda m, s: m.update(time_embedding_type="fourier"), "time_embedding_type fourier"),
+    (lambda m, s: m.update(num_class_embeds=10), "class-conditional"),
+    (lambda m, s: m.update(out_channels=2), "out_channels 2 != in_channels 1"),
+])
+def test_diffusers_models_that_would_be_misread_are_refused(tmp_path, edit, words):
+    import json
+
+    tiny_diffusers_model(tmp_path / "m", np.zeros((4, 256), np.float32), steps=1)
+    model_cfg, sched_cfg = tmp_path / "m" / "config.json", tmp_path / "m" / "scheduler_config.json"
+    m, sch = json.loads(model_cfg.read_text()), json.loads(sched_cfg.read_text())
+    edit(m, sch)
+    model_cfg.write_text(json.dumps(m))
+    sched_cfg.write_text(json.dumps(sch))
+    with pytest.raises(InputError, match=words) as err:
+        external.load_diffusers(tmp_path / "m")
+    assert "\n" not in str(err.value)
+
+
+def test_sampler_outside_the_models_steps_is_refused_at_validation(tmp_path):
+    import json
+
+    from diffusion_regimes.config import ConfigError, validate_config
+
+    tiny_diffusers_model(tmp_path / "m", np.zeros((4, 256), np.float32), steps=1)
+    sched_cfg = tmp_path / "m" / "scheduler_config.json"
+    sched_cfg.write_text(json.dumps({**json.loads(sched_cfg.read_text()), "beta_schedule": "scaled_linear",
+                                     "beta_start": 0.00085, "beta_end": 0.012}))  # Stable Diffusion's: t_max 2.68
+    ext = {"kind": "diffusers", "path": str(tmp_path / "m")}
+    cfg = {"experiments": {"d": {"dataset": {"source": "sklearn_digits", "classes": [1, 8], "size": 16},
+                                 "scores": ["external"], "external": ext}}}
+    with pytest.raises(ConfigError, match="experiments.d.network_sampler: its grid .* leaves the model's steps"):
+        validate_config(cfg)
+    cfg["experiments"]["d"]["network_sampler"] = {"T": 2.5}
+    assert validate_config(cfg)["experiments"]["d"]["network_sampler"]["T"] == 2.5
 
 
 def test_a_diffusers_model_measured_through_the_workflow(tmp_path):

@@ -86,8 +86,9 @@ def test_external_config_needs_its_model_folder(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     with pytest.raises(ConfigError, match="no scheduler_config.json"):
         load_config(ROOT / "config/external.yaml")
-    for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"):
-        (folder / name).write_text("{}")  # validation checks the layout; the job reads the files
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        (folder / name).write_text("{}")  # validation checks the layout and the schedule; the job reads the rest
+    (folder / "scheduler_config.json").write_text('{"beta_schedule": "linear"}')
     cfg = load_config(ROOT / "config/external.yaml")["experiments"]["digits"]
     assert cfg["scores"] == ["external"] and cfg["uturn"]["enabled"]
 

@@ -26,7 +26,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError, InputError
-from .external import external_inputs
+from .external import diffusers_time_range, external_inputs
 from .schedule import DDPM_STEPS, time_grid
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
@@ -273,8 +273,9 @@ def _sampler_range(s: dict) -> tuple[float, float]:
     return float(grid[-1]), float(grid[0])
 
 
-def _check_external(where: str, ext: dict) -> None:
-    """The keys each kind of external model needs, and its folder (nothing is fetched)."""
+def _check_external(where: str, ext: dict, sampler: dict) -> None:
+    """The keys each kind of external model needs, its folder (nothing is fetched), and for
+    diffusers models the network sampler's range inside the model's steps."""
     kind = ext["kind"]
     if kind is None:
         raise _fail(f"{where}.kind", "score model 'external' needs external.kind: diffusers, edm or python")
@@ -288,8 +289,13 @@ def _check_external(where: str, ext: dict) -> None:
     if kind == "diffusers":  # the folder's files, checked once here (external imports no torch)
         try:
             external_inputs(ext)
+            first, last = diffusers_time_range(ext["path"])
         except InputError as err:
             raise _fail(f"{where}.path", str(err)) from None
+        lo, hi = _sampler_range(sampler)
+        if hi > last + 1e-9 or lo < first * (1 - 1e-6):
+            raise _fail(where.rsplit(".", 1)[0] + ".network_sampler", f"its grid [{lo:.4g}, {hi:.4g}] leaves the "
+                        f"model's steps, OU times [{first:.4g}, {last:.4g}]: set T and t_end inside them")
     if ext["entry"] is not None and ":" not in ext["entry"]:
         raise _fail(f"{where}.entry", "give module:function or path/to/file.py:function")
 
@@ -305,7 +311,7 @@ def _check_experiment(name: str, exp: dict) -> None:
         if score == "unet" and kind != "images":
             raise _fail(f"{where}.scores", f"'unet' needs image data, not source {source} (use 'mlp' for vectors)")
     if "external" in exp["scores"]:
-        _check_external(f"{where}.external", exp["external"])
+        _check_external(f"{where}.external", exp["external"], exp["network_sampler"])
     if exp["symmetry"]["enabled"] and not source_entry(source).get("x-symmetry"):
         raise _fail(f"{where}.symmetry.enabled", f"the potential is that of the two-Gaussian mixture, not {source}")
     for key in ("cloning", "collapse", "uturn"):

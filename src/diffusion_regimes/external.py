@@ -56,7 +56,16 @@ PRECONDITIONINGS = ("vp", "ve", "edm", "denoiser")
 
 # ----------------------------------------------------------------------------- discrete schedules
 def scheduler_alpha_bar(cfg: dict) -> np.ndarray:
-    """``abar_k`` (T,) float64 of a diffusers scheduler config, as diffusers computes it."""
+    """``abar_k`` (T,) float64 of a diffusers scheduler config, as diffusers computes it.
+    Only discrete beta schedules are read (DDPM, DDIM, PNDM, Euler, DPM-Solver, ...): a
+    scheduler without betas (variance-exploding, EDM) or with zero-terminal-SNR rescaling
+    is refused with one line."""
+    if "beta_schedule" not in cfg and cfg.get("trained_betas") is None:
+        raise InputError(f"scheduler {cfg.get('_class_name', '?')} has no beta schedule: only discrete beta "
+                         "schedulers (DDPM, DDIM, ...) are read; wrap other models with external.kind edm or python")
+    if cfg.get("rescale_betas_zero_snr"):
+        raise InputError("scheduler rescale_betas_zero_snr is not supported (abar_T = 0 has no finite OU time); "
+                         "wrap the model with external.kind python")
     T = int(cfg.get("num_train_timesteps", 1000))
     kind = cfg.get("beta_schedule", "linear")
     start, end = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 2e-2))
@@ -131,6 +140,9 @@ class DiscreteScore:
         if t > self.clock.t_max + 1e-9:
             raise InputError(f"OU time {t:.4g} is beyond the model's last step (t = {self.clock.t_max:.4g}): "
                              "lower the network_sampler's T")
+        if t < self.clock.times[0] * (1 - 1e-6):
+            raise InputError(f"OU time {t:.4g} is before the model's first step (t = {self.clock.times[0]:.4g}): "
+                             "raise the network_sampler's t_end")
         step = self.clock.step(t)
         out = torch.empty_like(x)
         with torch.no_grad():
@@ -175,6 +187,18 @@ def external_inputs(cfg: dict) -> list[str]:
     return [module] if module.endswith(".py") else []
 
 
+def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
+    """OU times (t of the first step, t of the last) of a diffusers folder's scheduler.
+    Imports no torch."""
+    _, sched_file = _diffusers_folders(Path(path))
+    try:
+        sched = json.loads(sched_file.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{sched_file}: unreadable scheduler config ({err}); save the scheduler again") from None
+    times = ou_time(scheduler_alpha_bar(sched))
+    return float(times[0]), float(times[-1])
+
+
 def _load_weights(folder: Path) -> dict:
     """The state dict of a diffusers folder: safetensors, or a .bin read with weights_only=True."""
     path = _weights_file(folder)
@@ -205,6 +229,17 @@ def load_diffusers(path: str | os.PathLike, device: str = "cpu", batch_size: int
         raise InputError(f"{unet_dir}: unreadable config ({err}); save the model again") from None
     if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise InputError(f"{unet_dir}: a {config.get('_class_name')}, not a UNet2DModel")
+    if config.get("time_embedding_type") == "fourier":
+        raise InputError(f"{unet_dir}: time_embedding_type fourier takes a noise level, not a step: use "
+                         "external.kind edm")
+    if config.get("num_class_embeds") is not None:
+        raise InputError(f"{unet_dir}: a class-conditional model (num_class_embeds) needs labels: wrap it with "
+                         "external.kind python")
+    if not config.get("sample_size"):
+        raise InputError(f"{unet_dir}: no sample_size in config.json: set it to the model's resolution")
+    if config.get("out_channels", 3) != config.get("in_channels", 3):
+        raise InputError(f"{unet_dir}: out_channels {config.get('out_channels')} != in_channels "
+                         f"{config.get('in_channels')} (a learned variance?): wrap it with external.kind python")
     weights = _load_weights(unet_dir)
     try:
         model = UNet2DModel.from_config(config)
@@ -300,8 +335,20 @@ def load_entry_point(spec: str) -> Callable:
         else:
             module = importlib.import_module(module_name)
         return getattr(module, attr)
-    except (ImportError, FileNotFoundError, SyntaxError, AttributeError) as err:
-        raise InputError(f"external.entry {spec!r}: cannot load it ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - user code may raise anything while it is imported
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise InputError(f"external.entry {spec!r}: cannot load it ({type(err).__name__}: {first})") from None
+
+
+def _call_entry_point(cfg: dict):
+    """The entry point called with the block's options (one line if it raises)."""
+    fn = load_entry_point(cfg["entry"])
+    try:
+        return fn(**cfg.get("options", {}))
+    except Exception as err:  # noqa: BLE001 - user code may raise anything
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise InputError(f"external.entry {cfg['entry']!r} failed with options {cfg.get('options', {})} "
+                         f"({type(err).__name__}: {first})") from None
 
 
 def external_score(cfg: dict, d: int, device: str = "auto", batch_size: int = 256):
@@ -312,12 +359,12 @@ def external_score(cfg: dict, d: int, device: str = "auto", batch_size: int = 25
         score = load_diffusers(cfg["path"], device, batch_size)
         shape = score.shape
     elif kind == "edm":
-        net = load_entry_point(cfg["entry"])(**cfg.get("options", {}))
+        net = _call_entry_point(cfg)
         shape = tuple(cfg["shape"])
         score = DenoiserScore(net, shape, cfg.get("preconditioning", "edm"), cfg.get("sigma_data", 0.5),
                               batch_size, device)
     elif kind == "python":
-        made = load_entry_point(cfg["entry"])(**cfg.get("options", {}))
+        made = _call_entry_point(cfg)
         if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0])):
             raise InputError(f"external.entry {cfg['entry']!r} must return (score, shape), a callable "
                              f"score(x, t) and the shape of one sample; it returned a {type(made).__name__}")

@@ -270,27 +270,34 @@ def uturn(input: dict, output: dict, exp: str, score: str, uturn: dict, sampler:
           min_accuracy: float | None, seed: int, device: str | None = None, external: dict | None = None) -> None:
     """U-turns from data points (:mod:`diffusion_regimes.uturn`): phi_U(t) with bootstrap
     errors and the time where it crosses phi(t_S) of the closed form."""
-    x, labels, meta = load_subset(input["data"])
+    x, _, meta = load_subset(input["data"])
     spec = read_metadata(input["spectrum"], "spectrum")
     model = for_meta(meta)
     fn = score_model(score, x, model, block, input.get("model"), sampler, device, external)
     label, accuracy = labeller(model, input.get("classifier"), min_accuracy, device)
     if uturn["start"] == "reference":
-        x, labels, _ = load_subset(input["reference"])
+        x, _, _ = load_subset(input["reference"])
         if len(x) < 2:
             raise InputError(f"uturn.start: reference, but {exp}'s reference set is empty (dataset.holdout is 0): "
                              "start from the training points or hold some out")
     pick = uturn_mod.choose_points(len(x), uturn["n_points"], derive_seed(seed, exp, Stream.UTURN))
     samp = Sampler.from_config(sampler)
     branch = clone_mod.branch_times_ou(uturn["branch_times"], spec["t_S"], uturn["time_unit"])
-    times, kept = uturn_mod.u_turn(fn, samp, x[pick], labels[pick], branch, label,
-                                   derive_seed(seed, exp, Stream.UTURN, score), uturn["batch"], progress=True)
-    table, cross = clone_mod.agreement_table(times, kept, uturn["n_bootstrap"],
-                                             derive_seed(seed, exp, Stream.BOOTSTRAP_UTURN, score))
+    times, kept = uturn_mod.u_turn(fn, samp, x[pick], branch, label, derive_seed(seed, exp, Stream.UTURN, score),
+                                   uturn["batch"], progress=True)
+    boot = derive_seed(seed, exp, Stream.BOOTSTRAP_UTURN, score)
+    table, cross = clone_mod.agreement_table(times, kept, uturn["n_bootstrap"], boot)
     table = table.rename(columns={"n_pairs": "n_points"})
+    corrected = {}
+    if accuracy is not None:  # labels from a classifier: also corrected for its held-out error
+        part, c = clone_mod.agreement_table(times, kept, uturn["n_bootstrap"], boot, flip=1.0 - accuracy)
+        for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
+            table[col.replace("phi", "phi_corrected")] = part[col].to_numpy()
+        corrected = {"t_U_measured_corrected": c["crossing"], "t_U_measured_corrected_se": c["crossing_se"]}
     results = {"t_U_measured": cross["crossing"], "t_U_measured_se": cross["crossing_se"],
-               "t_U_measured_missed": cross["crossing_missed"], "level": PHI_AT_T_S, "t_S": spec["t_S"],
-               "accuracy": accuracy, "start": uturn["start"], "n_points": len(pick), "nfe": samp.nfe}
+               "t_U_measured_missed": cross["crossing_missed"], **corrected, "level": PHI_AT_T_S,
+               "t_S": spec["t_S"], "accuracy": accuracy, "start": uturn["start"], "n_points": len(pick),
+               "nfe": samp.nfe}
     cfg = {"uturn": uturn, "sampler": samp.settings, "score": score}
     write_table(table, output["uturn"], make_metadata("uturn", cfg, seed, results))
     log.info("uturn %s: phi_U crosses %.4f at t = %.4g +- %.2g (t_S = %.4g), %d points from the %s set", score,

@@ -1,9 +1,11 @@
 """U-turn experiments: forward to time t from a data point, back with the score model.
 
-From a point a of the data (training or reference set) with class c: noise it forward
-to OU time t, ``x_t = a e^{-t} + sqrt(Delta_t) z`` (:func:`diffusion_regimes.schedule.forward_noise`),
+From a point a of the data (training or reference set), labelled c by the labeller that
+cloning uses (closed-form classes, or the classifier): noise it forward to OU time t,
+``x_t = a e^{-t} + sqrt(Delta_t) z`` (:func:`diffusion_regimes.schedule.forward_noise`),
 run the backward process from there to the sampler's last time, and record whether the
-final sample has class c (the same labeller as cloning). ``phi_U(t)`` is the probability
+final sample has label c. Both ends go through the same labeller, as both clones do in
+cloning, so the same label-flip correction applies. ``phi_U(t)`` is the probability
 that it has: 1 for t << t_S (the noise cannot move the sample out of its class), the
 chance level for t >> t_S: evidence of speciation independent of cloning. For the
 two-Gaussian mixture the backward process from x_t samples P(a | x_t), so
@@ -38,14 +40,14 @@ def choose_points(n: int, n_points: int, seed: int) -> np.ndarray:
     return np.sort(numpy_generator(seed).choice(n, size=n_points, replace=False))
 
 
-def u_turn(score: Score, sampler: Sampler, points: torch.Tensor, labels: torch.Tensor, branch_times: np.ndarray,
+def u_turn(score: Score, sampler: Sampler, points: torch.Tensor, branch_times: np.ndarray,
            label: Callable[[torch.Tensor], torch.Tensor], seed: int, batch: int = 256,
            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """U-turns from ``points`` (n, d) of classes ``labels`` (n,) at every branch time (OU).
+    """U-turns from ``points`` (n, d) at every branch time (OU).
 
-    Returns (grid times (K,) increasing, kept (K, n) bool: the final sample's class equals
-    the point's). Points run ``batch`` at a time, so memory is bounded by
-    ``K * batch * d`` floats."""
+    Returns (grid times (K,) increasing, kept (K, n) bool: the final sample's label equals
+    the point's, both from ``label``). Points run ``batch`` at a time, so memory is bounded
+    by ``K * batch * d`` floats."""
     idx = sampler.snap(branch_times)
     K, n, d = len(idx), points.shape[0], points.shape[1]
     starts: dict[int, list[int]] = {}
@@ -68,7 +70,7 @@ def u_turn(score: Score, sampler: Sampler, points: torch.Tensor, labels: torch.T
             if i < sampler.steps:
                 x = sampler.step(score, x, i, gen)
         final = torch.as_tensor(label(x)).view(len(joined), B)
-        kept[np.asarray(joined), rows] = (final == labels[rows][None]).numpy()
+        kept[np.asarray(joined), rows] = (final == torch.as_tensor(label(a))[None]).numpy()
     times = sampler.grid[idx]
     order = np.argsort(times, kind="stable")
     return times[order], kept[order]
