@@ -151,6 +151,17 @@ def label_noise_from_latest_branch(phi_latest: float) -> float:
     return 0.5 * (1.0 - math.sqrt(max(2.0 * phi_latest - 1.0, 0.0)))
 
 
+def add_agreement_columns(table: pd.DataFrame, name: str, times: np.ndarray, agree: np.ndarray, n_boot: int,
+                          seed: int, flip: float = 0.0) -> dict:
+    """Add ``phi_{name}``, ``phi_{name}_se``, ``phi_{name}_lo``, ``phi_{name}_hi`` to ``table``
+    (one more level of agreement, or phi corrected for a labeller of error ``flip``), from
+    :func:`agreement_table` with the same arguments; returns its scalars (the crossing)."""
+    part, cross = agreement_table(times, agree, n_boot, seed, flip=flip)
+    for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
+        table[col.replace("phi", f"phi_{name}")] = part[col].to_numpy()
+    return cross
+
+
 def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int,
                     level: float | None = PHI_AT_T_S, flip: float = 0.0) -> tuple[pd.DataFrame, dict]:
     """phi(t) with bootstrap standard errors and 95 % percentile intervals.

@@ -109,16 +109,21 @@ class DiscreteTime:
 
 
 def prediction_to_score(pred: torch.Tensor, x: torch.Tensor, t: float, prediction: str) -> torch.Tensor:
-    """The score at OU time t of states x from a network's prediction (same shape as x)."""
-    alpha, s2 = math.exp(-t), delta(t)
-    s = math.sqrt(s2)
+    """The score at OU time t of states x from a network's prediction (same shape as x): the
+    prediction is turned into the noise eps of ``x = alpha x0 + s eps`` (``alpha = e^{-t}``,
+    ``s^2 = Delta_t``), whose score is :func:`diffusion_regimes.networks.eps_to_score`."""
+    from .networks import eps_to_score
+
+    alpha, s = math.exp(-t), math.sqrt(delta(t))
     if prediction == "epsilon":
-        return -pred / s
-    if prediction == "v_prediction":  # v = alpha eps - s x0  =>  eps = alpha v + s x
-        return -(alpha * pred + s * x) / s
-    if prediction == "sample":
-        return (alpha * pred - x) / s2
-    raise InputError(f"prediction type {prediction!r} is not one of {PREDICTIONS}")
+        eps = pred
+    elif prediction == "v_prediction":  # v = alpha eps - s x0  =>  eps = alpha v + s x
+        eps = alpha * pred + s * x
+    elif prediction == "sample":  # eps = (x - alpha x0) / s
+        eps = (x - alpha * pred) / s
+    else:
+        raise InputError(f"prediction type {prediction!r} is not one of {PREDICTIONS}")
+    return eps_to_score(eps, t)
 
 
 class DiscreteScore:
@@ -143,15 +148,16 @@ class DiscreteScore:
         if t < self.clock.times[0] * (1 - 1e-6):
             raise InputError(f"OU time {t:.4g} is before the model's first step (t = {self.clock.times[0]:.4g}): "
                              "raise the network_sampler's t_end")
+        from .networks import evaluate_in_batches
+
         step = self.clock.step(t)
-        out = torch.empty_like(x)
-        with torch.no_grad():
-            for i in range(0, x.shape[0], self.batch_size):
-                xb = x[i:i + self.batch_size].to(self.device, torch.float32)
-                k = torch.full((xb.shape[0],), step, dtype=torch.float32, device=self.device)
-                pred = self.model(xb.view(-1, *self.shape), k).float().reshape(xb.shape[0], -1)
-                out[i:i + xb.shape[0]] = prediction_to_score(pred, xb, t, self.prediction).to(x.device, x.dtype)
-        return out
+
+        def one_batch(xb: torch.Tensor) -> torch.Tensor:
+            k = torch.full((xb.shape[0],), step, dtype=torch.float32, device=self.device)
+            pred = self.model(xb.view(-1, *self.shape), k).float().reshape(xb.shape[0], -1)
+            return prediction_to_score(pred, xb, t, self.prediction)
+
+        return evaluate_in_batches(one_batch, x, self.batch_size, self.device)
 
 
 # ----------------------------------------------------------------------------- diffusers
@@ -303,17 +309,16 @@ class DenoiserScore:
         return c_skip * y + c_out * self.net(c_in * y, torch.full_like(noise, c_noise))
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        import torch
+        from .networks import evaluate_in_batches
 
         scale, sigma2 = math.exp(t), math.expm1(2 * t)
         sigma = math.sqrt(sigma2)
-        out = torch.empty_like(x)
-        with torch.no_grad():
-            for i in range(0, x.shape[0], self.batch_size):
-                y = (x[i:i + self.batch_size].to(self.device) * scale).view(-1, *self.shape)
-                d = self.denoise(y, sigma)
-                out[i:i + y.shape[0]] = (scale * (d - y) / sigma2).reshape(y.shape[0], -1).to(x.device, x.dtype)
-        return out
+
+        def one_batch(xb: torch.Tensor) -> torch.Tensor:
+            y = (xb * scale).view(-1, *self.shape)
+            return (scale * (self.denoise(y, sigma) - y) / sigma2).reshape(xb.shape[0], -1)
+
+        return evaluate_in_batches(one_batch, x, self.batch_size, self.device, dtype=None)  # the states' dtype
 
 
 # ----------------------------------------------------------------------------- entry points

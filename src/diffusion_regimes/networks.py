@@ -67,12 +67,30 @@ class EpsilonModel(nn.Module):
     def score(self, x: torch.Tensor, t: float, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
         """The score (B, d) float32 ``-eps_theta(x, t) / sqrt(Delta_t)`` at one OU time t."""
         tb = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
-        return self(x, tb, precision, channels_last).float().reshape(x.shape[0], -1) * (-1.0 / math.sqrt(delta(t)))
+        return eps_to_score(self(x, tb, precision, channels_last).float().reshape(x.shape[0], -1), t)
 
     def record(self, arch: str, config: dict) -> dict:
         """The ``network`` record of a checkpoint."""
         return {"arch": arch, "config": config, "shape": list(self.shape), "prediction": self.prediction,
                 "time_scale": self.time_scale}
+
+
+def eps_to_score(eps: torch.Tensor, t: float) -> torch.Tensor:
+    """The score ``-eps / sqrt(Delta_t)`` at OU time t of a noise prediction (any shape)."""
+    return eps * (-1.0 / math.sqrt(delta(t)))
+
+
+def evaluate_in_batches(fn, x: torch.Tensor, batch_size: int, device: torch.device,
+                        dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+    """``fn(xb) -> (b, d)`` on ``batch_size`` rows of the CPU states x (B, d) at a time, moved to
+    ``device`` (and ``dtype``; None keeps x's), without gradients; the result in x's device and
+    dtype. Device memory is bounded by the batch size whatever B."""
+    out = torch.empty_like(x)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(device, dtype or x.dtype, non_blocking=True)
+            out[start:start + xb.shape[0]] = fn(xb).to(x.device, x.dtype)
+    return out
 
 
 class NetworkScore:
@@ -92,14 +110,9 @@ class NetworkScore:
         self.model = model.to(self.device, memory_format=fmt).eval()
         self.batch_size = int(batch_size)
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        out = torch.empty_like(x)
-        for start in range(0, x.shape[0], self.batch_size):
-            xb = x[start:start + self.batch_size].to(self.device, torch.float32, non_blocking=True)
-            out[start:start + xb.shape[0]] = self.model.score(xb, t, self.precision, self.channels_last).to(
-                x.device, x.dtype)
-        return out
+        return evaluate_in_batches(lambda xb: self.model.score(xb, t, self.precision, self.channels_last), x,
+                                   self.batch_size, self.device)
 
 
 def build_model(arch: str, config: dict, shape: tuple[int, ...],

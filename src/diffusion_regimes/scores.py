@@ -16,8 +16,11 @@ Samplers, cloning and collapse code see only this callable.
 - :class:`diffusion_regimes.networks.NetworkScore`: a noise-predicting network,
   ``F = -eps(x, t) / sqrt(Delta_t)``.
 
-:func:`score_model` builds the score model of a kind (``exact``, ``empirical``, or a
-network) for a subset: the one factory the stages use.
+- :mod:`diffusion_regimes.external`: models trained elsewhere (diffusers, EDM-style,
+  entry points), converted to this interface.
+
+:func:`score_model` builds the score model of a kind (``exact``, ``empirical``, a network,
+or ``external``) for a subset: the one factory the stages use.
 """
 
 from __future__ import annotations

@@ -168,19 +168,15 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
                                              derive_seed(seed, exp, Stream.BOOTSTRAP, score))
     levels = {}
     for name, agree in for_meta(meta).agreement_levels(trunk, clone).items():
-        part, c = clone_mod.agreement_table(times, agree, cloning["n_bootstrap"],
+        c = clone_mod.add_agreement_columns(table, name, times, agree, cloning["n_bootstrap"],
                                             derive_seed(seed, exp, Stream.BOOTSTRAP, score, name))
-        for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
-            table[col.replace("phi", f"phi_{name}")] = part[col].to_numpy()
         levels.update({f"t_S_{name}_measured": c["crossing"], f"t_S_{name}_measured_se": c["crossing_se"],
                        f"t_S_{name}_measured_missed": c["crossing_missed"]})
     accuracy = metas[0]["accuracy"]
     if accuracy is not None:  # classes from a classifier: phi corrected for its held-out error as well
         eps = 1.0 - accuracy
-        part, c = clone_mod.agreement_table(times, clone == trunk[None], cloning["n_bootstrap"],
+        c = clone_mod.add_agreement_columns(table, "corrected", times, clone == trunk[None], cloning["n_bootstrap"],
                                             derive_seed(seed, exp, Stream.BOOTSTRAP, score), flip=eps)
-        for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
-            table[col.replace("phi", "phi_corrected")] = part[col].to_numpy()
         labelled = sum(m.get("labelled", 0) for m in metas)
         # and for the label noise of the generated samples, seen at the latest branch time
         noise = clone_mod.label_noise_from_latest_branch(float(table["phi"].iloc[0]))
@@ -290,9 +286,8 @@ def uturn(input: dict, output: dict, exp: str, score: str, uturn: dict, sampler:
     table = table.rename(columns={"n_pairs": "n_points"})
     corrected = {}
     if accuracy is not None:  # labels from a classifier: also corrected for its held-out error
-        part, c = clone_mod.agreement_table(times, kept, uturn["n_bootstrap"], boot, flip=1.0 - accuracy)
-        for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
-            table[col.replace("phi", "phi_corrected")] = part[col].to_numpy()
+        c = clone_mod.add_agreement_columns(table, "corrected", times, kept, uturn["n_bootstrap"], boot,
+                                            flip=1.0 - accuracy)
         corrected = {"t_U_measured_corrected": c["crossing"], "t_U_measured_corrected_se": c["crossing_se"]}
     results = {"t_U_measured": cross["crossing"], "t_U_measured_se": cross["crossing_se"],
                "t_U_measured_missed": cross["crossing_missed"], **corrected, "level": PHI_AT_T_S,
