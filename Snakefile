@@ -32,6 +32,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/memorisation.smk"
 include: "workflow/rules/report.smk"
 
 

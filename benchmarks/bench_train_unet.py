@@ -16,6 +16,12 @@ GPU:  python benchmarks/bench_train_unet.py --device cuda --batch 128 --precisio
 (fp32, bf16 autocast) and ``torch.compile`` against eager fp32, then diffusers' network in
 eager fp32, all in one run: what makes CPU training faster (the default config's network:
 ``--preset default --batch 64 --speedups``).
+
+``--flops`` counts the floating-point operations of one training step of this package's
+U-Net (forward and backward, torch's FlopCounterMode) and prints the steps per second and
+the hours per million steps that a sustained throughput of ``--tflops`` would give: the
+cost estimate of a GPU config measured where no GPU is (``--preset memo_celeba --batch 512
+--flops``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ PRESETS = {  # name: (channels, channel_mult, num_res_blocks, attention_resoluti
     "paper32": (64, (1, 2, 4, 4), 2, (1, 2), 32, 3),
     "paper64": (64, (1, 2, 4, 4), 2, (1, 2), 64, 3),
     "default": (16, (1, 2), 1, (), 16, 1),
+    # the memorisation study's GPU config (config/memorisation_celeba.yaml): CelebA 32x32 greyscale
+    "memo_celeba": (32, (1, 2, 4), 2, (), 32, 1),
 }
 
 
@@ -97,6 +105,18 @@ def steps_per_second(net, shape, a, dev, precision, channels_last, steps, warmup
     return rate, peak
 
 
+def step_flops(net, shape, a) -> float:
+    """Floating-point operations of one training step (loss, backward) of ``net`` on batch a."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = EpsilonModel(net, shape)
+    t = TIMES[torch.arange(a.shape[0]) % len(TIMES)]
+    eps = torch.randn(a.shape, generator=torch.Generator().manual_seed(2))
+    with FlopCounterMode(display=False) as counter:
+        model.loss(a, t, eps).backward()
+    return float(counter.get_total_flops())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper32")
@@ -109,12 +129,24 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--speedups", action="store_true", help="eager/compile x fp32/bf16 of our U-Net, and diffusers")
+    p.add_argument("--flops", action="store_true", help="FLOPs of one training step and the GPU time they imply")
+    p.add_argument("--tflops", type=float, nargs="+", default=[50.0, 150.0],
+                   help="sustained TFLOP/s to convert --flops into time (default: 50 and 150)")
     args = p.parse_args()
     dev = torch.device(args.device)
     channels, mult, blocks, attention, size, cin = PRESETS[args.preset]
     shape = (cin, size, size)
     torch.manual_seed(0)
     ours = UNet(cin, channels, mult, blocks, attention, args.dropout)
+    if args.flops:  # counted on the CPU (no device needed, nor diffusers)
+        flops = step_flops(ours, shape, torch.randn(args.batch, cin * size * size))
+        print(f"preset {args.preset}: {cin}x{size}x{size}, base {channels}, mult {mult}, {blocks} blocks; batch "
+              f"{args.batch}; parameters {count_parameters(ours):,}; one training step (forward + backward) "
+              f"{flops / 1e9:.1f} GFLOP")
+        for tf in args.tflops:
+            rate = tf * 1e12 / flops
+            print(f"at {tf:g} TFLOP/s sustained: {rate:.0f} steps/s, {1e6 / rate / 3600:.2f} h per million steps")
+        return
     theirs = DiffusersAdapter(diffusers_unet(channels, mult, blocks, attention, size, cin, args.dropout),
                               DEFAULT_TIME_SCALE)
     a = torch.randn(args.batch, cin * size * size).to(dev)

@@ -132,6 +132,14 @@ CONFIG_CASES = {  # name: (edit of the tiny config, words of the one line)
     "U-turns from an empty reference": (lambda c: c["experiments"]["digits"].update(
         uturn={"enabled": True, "start": "reference"}, dataset={**c["experiments"]["digits"]["dataset"], "holdout": 0}),
         ["experiments.digits.uturn.start", "dataset.holdout is 0"]),
+    "memorisation over a grid of d": (lambda c: c["experiments"]["cw"].update(memorisation={"enabled": True}),
+                                      ["experiments.cw.dataset.d", "only n (per_class for images) a list"]),
+    "memorisation snapshots past the training": (lambda c: c["experiments"]["digits"].update(
+        memorisation={"enabled": True, "score": "unet", "first_step": 100}),
+        ["experiments.digits.memorisation.first_step", "past train.steps = 20"]),
+    "memorisation U-Net of vectors": (lambda c: c["experiments"]["gmm"].update(
+        memorisation={"enabled": True, "score": "unet"}),
+        ["experiments.gmm.memorisation.score", "'unet' needs image data"]),
 }
 
 

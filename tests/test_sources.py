@@ -112,7 +112,7 @@ def test_fashion_mnist_from_debian_files():
     assert meta["class_names"] == ["Trouser", "Bag"]
 
 
-def write_celeba(root: Path, n: int = 6) -> np.ndarray:
+def write_celeba(root: Path, n: int = 6, rgb: tuple[int, int, int] | None = None) -> np.ndarray:
     """CelebA's layout: img_align_celeba/*.jpg and list_attr_celeba.txt (count, header, rows)."""
     from PIL import Image
 
@@ -122,7 +122,8 @@ def write_celeba(root: Path, n: int = 6) -> np.ndarray:
     for i in range(n):
         name = f"{i + 1:06d}.jpg"
         level = 40 if male[i] > 0 else 200
-        Image.fromarray(np.full((24, 20, 3), level, dtype=np.uint8)).save(root / "img_align_celeba" / name)
+        pixel = np.array(rgb if rgb is not None else (level,) * 3, dtype=np.uint8)
+        Image.fromarray(np.tile(pixel, (24, 20, 1))).save(root / "img_align_celeba" / name)
         lines.append(f"{name}  -1 {male[i]:2d}  1")
     (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
     return male
@@ -139,6 +140,14 @@ def test_celeba_reader_by_attribute(tmp_path):
     x = np.stack(table.column("x").to_numpy(zero_copy_only=False)) + np.repeat(meta["mean"], 64)
     labels = np.asarray(table.column("label"))
     assert np.allclose(x[labels == 1], 40 / 255, atol=0.02) and np.allclose(x[labels == 0], 200 / 255, atol=0.02)
+    coloured = tmp_path / "coloured"
+    write_celeba(coloured, rgb=(200, 40, 10))
+    grey, gmeta = subset({"source": "celeba", "data_root": str(coloured), "classes": [0, 1], "per_class": 2,
+                          "size": 8, "grayscale": True}, 0)  # the follow-up's CelebA: 32 x 32 greyscale
+    assert gmeta["shape"] == [1, 8, 8] and gmeta["d"] == 64
+    g = np.stack(grey.column("x").to_numpy(zero_copy_only=False)) + gmeta["mean"][0]
+    luma = (0.299 * 200 + 0.587 * 40 + 0.114 * 10) / 255  # ITU-R BT.601
+    assert np.allclose(g, luma, atol=0.02)
     (tmp_path / "list_attr_celeba.txt").unlink()
     with pytest.raises(InputError, match="list_attr_celeba.txt: attribute file not found"):
         subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1]}, 0)

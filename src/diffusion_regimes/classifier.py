@@ -130,6 +130,26 @@ def load_classifier(path: str | os.PathLike) -> tuple[nn.Module, tuple[int, int,
     return net.eval(), shape, accuracy
 
 
+@torch.no_grad()
+def classifier_features(model: nn.Module, shape: tuple[int, int, int], x: torch.Tensor, batch: int = 1024,
+                        device: str = "cpu") -> torch.Tensor:
+    """Penultimate features (B, f) float32 on the CPU of images x (B, d): the input of the
+    classifier's last linear layer (the feature space of the sample-quality distance)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise InputError("the classifier has no linear head to take features from")
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    seen: list[torch.Tensor] = []
+    hook = linears[-1].register_forward_pre_hook(lambda _m, args: seen.append(args[0].float().flatten(1).cpu()))
+    try:
+        for i in range(0, x.shape[0], batch):
+            model(x[i:i + batch].to(dev).view(-1, *shape))
+    finally:
+        hook.remove()
+    return torch.cat(seen) if seen else torch.empty(0, linears[-1].in_features)
+
+
 def labeller(data_model, classifier_path: str | None = None, min_accuracy: float | None = None,
              device: str | None = None) -> tuple[Labeller, float | None]:
     """(labeller, held-out accuracy): the closed-form class of a solvable data model

@@ -27,6 +27,7 @@ import yaml
 
 from .errors import ConfigError, InputError
 from .external import diffusers_time_range, external_inputs
+from .memorisation import snapshot_steps
 from .schedule import DDPM_STEPS, time_grid
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
@@ -41,7 +42,7 @@ SAMPLED_AS_NETWORK = NETWORK_SCORES + ("external",)
 #: which cannot memorise, is their control)
 SCORE_KINDS = ("exact", "empirical") + SAMPLED_AS_NETWORK
 #: dataset keys that may hold a list: the experiment expands into one per value
-GRID_KEYS = ("d", "n", "beta")
+GRID_KEYS = ("d", "n", "beta", "per_class")
 #: per config block, the keys that cannot change a result (speed, resumption): they reach the
 #: job from the config, not as rule parameters, so changing them re-runs nothing
 RUN_OPTIONS = {"train": ("checkpoint_every", "compile", "channels_last")}
@@ -109,6 +110,13 @@ def needs_t_S(exp_cfg: dict) -> bool:
             or exp_cfg["symmetry"]["enabled"] or (uturn["enabled"] and uturn["time_unit"] == "t_S"))
 
 
+def memorisation_steps(exp_cfg: dict) -> list[int]:
+    """The training steps of an experiment's weight snapshots (memorisation study), the last
+    one ``train.steps``."""
+    mem = exp_cfg["memorisation"]
+    return snapshot_steps(mem["first_step"], exp_cfg["train"]["steps"], mem["per_decade"])
+
+
 def sampler_settings(cfg: dict) -> dict:
     """The keys of a sampler block that matter (``T`` and ``t_end`` do not on the ddpm grid)."""
     return {k: v for k, v in cfg.items() if cfg["grid"] != "ddpm" or k not in ("T", "t_end")}
@@ -126,7 +134,7 @@ def run_options(config: dict, exp: str, block: str) -> dict:
 
 
 #: rules whose stage takes run options, and the config block they come from
-_RULE_OPTIONS = {"train": "train"}
+_RULE_OPTIONS = {"train": "train", "train_snapshot": "train"}
 
 
 def job_options(rule: str, config: dict, wildcards) -> dict:
@@ -341,6 +349,7 @@ def _check_experiment(name: str, exp: dict) -> None:
             and not exp["dataset"].get("holdout")):
         raise _fail(f"{where}.uturn.start", "the reference set is empty when dataset.holdout is 0: start from "
                     "the training points, or hold some out")
+    _check_memorisation(where, exp, kind)
     _check_shards(where, exp)
     ent = exp["entropy"]
     if ent["t_min"] >= ent["t_max"]:
@@ -350,6 +359,20 @@ def _check_experiment(name: str, exp: dict) -> None:
         if exp["dataset"]["size"] % factor:
             raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "
                         f"resolutions needs a size divisible by {factor}")
+
+
+def _check_memorisation(where: str, exp: dict, kind: str) -> None:
+    mem = exp["memorisation"]
+    if not mem["enabled"]:
+        return
+    if mem["score"] == "unet" and kind != "images":
+        raise _fail(f"{where}.memorisation.score", "'unet' needs image data (use 'mlp' for vectors)")
+    if mem["first_step"] > exp["train"]["steps"]:
+        raise _fail(f"{where}.memorisation.first_step", f"{mem['first_step']} is past train.steps = "
+                    f"{exp['train']['steps']}: lower it or train longer")
+    if kind == "images" and not exp["dataset"].get("holdout"):
+        raise _fail(f"{where}.memorisation.enabled", "the study measures quality and held-out loss on the "
+                    "held-out images: set dataset.holdout > 0")
 
 
 def _check_shards(where: str, exp: dict) -> None:
@@ -385,6 +408,11 @@ def validate_config(config: dict) -> dict:
     if errors:
         err = min(errors, key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties"))
         raise ConfigError(f"config error at {_describe(err)}; see config/README.md")
+    for name, exp in config["experiments"].items():  # the study's group is a grid over the training-set size
+        others = [k for k in GRID_KEYS if k not in ("n", "per_class") and isinstance(exp["dataset"].get(k), list)]
+        if exp["memorisation"]["enabled"] and others:
+            raise _fail(f"experiments.{name}.dataset.{others[0]}", "the memorisation study fits tau_mem against n: "
+                        "make only n (per_class for images) a list, one experiment per other value")
     config["experiments"] = expand_grids(config["experiments"])
     for name, exp in config["experiments"].items():
         _check_experiment(name, exp)

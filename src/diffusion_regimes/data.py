@@ -45,15 +45,16 @@ def make_subset(dataset: dict, generator: torch.Generator,
                 reference_generator: torch.Generator | None = None) -> tuple[pa.Table, dict, pa.Table, dict]:
     """The subset table (label, source_index, x) and its metadata from a config ``dataset``
     block, drawn by its data model with ``generator``, and the reference table and metadata:
-    the model's own held-out split, or (solvable sources) as many fresh draws of the
-    population, drawn with ``reference_generator``."""
+    the model's own held-out split, or (solvable sources) ``dataset['n_reference']`` (default
+    n) fresh draws of the population, drawn with ``reference_generator``."""
     model = data_model(dataset["source"])
     sub = model.sample(dataset, generator)
     ref, kind = sub.reference, "held-out split" if sub.reference is not None and len(sub.reference.x) else "none"
     if ref is None:
         if reference_generator is None:
             raise ValueError("a fresh reference set needs reference_generator")
-        ref, kind = model.sample(dataset, reference_generator), "fresh population draws"
+        size = dataset.get("n_reference") or dataset["n"]
+        ref, kind = model.sample({**dataset, "n": size}, reference_generator), "fresh population draws"
     table, meta = _table(sub)
     ref_table, ref_meta = _table(ref)
     ref_meta["reference"] = meta["reference"] = kind

@@ -122,10 +122,13 @@ def build_model(arch: str, config: dict, shape: tuple[int, ...],
     return EpsilonModel(build_network(arch, config, shape), shape, time_scale)
 
 
-def save_network(model: EpsilonModel, arch: str, config: dict, metadata: dict, path: str | os.PathLike) -> None:
-    """Write a network checkpoint atomically (weights of the raw network on the CPU)."""
+def save_network(model: EpsilonModel, arch: str, config: dict, metadata: dict, path: str | os.PathLike,
+                 extra: dict | None = None) -> None:
+    """Write a network checkpoint atomically (weights of the raw network on the CPU);
+    ``extra`` entries (a weight snapshot's training state) are stored beside them."""
     state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
-    save_checkpoint({"state_dict": state, "network": model.record(arch, config), "metadata": metadata}, path)
+    save_checkpoint({**(extra or {}), "state_dict": state, "network": model.record(arch, config),
+                     "metadata": metadata}, path)
 
 
 def load_network(path: str | os.PathLike, stage: str = "train") -> EpsilonModel:

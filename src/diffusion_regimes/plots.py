@@ -12,6 +12,12 @@ Figures of a group of experiments (a grid over d or beta), in
 ``results/figures/groups/{group}/``: ``speciation.png`` (phi against t/t_S for every
 member, with the closed forms) and ``collapse.png`` (f(t)/alpha for every member,
 with the closed forms and t_C marked).
+
+The memorisation study: ``memorisation.png`` per experiment (memorised fraction, sample
+quality and generalisation gap against training steps) and, per group of n,
+``memorised_fraction.png``, ``tau.png`` (tau_mem and tau_gen against n, with the fit),
+``nearest.png`` (samples beside their nearest training points) and
+``collapse_entropy.png`` (measured collapse time against the entropy's t_C).
 """
 
 from __future__ import annotations
@@ -210,12 +216,27 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
     _save(fig, path)
 
 
+def _show_sample(ax, vec, data_meta: dict, vmax: float | None = None) -> None:
+    """One sample in a panel: an image (un-centred, clipped to [0, 1]) for image data, else
+    its coordinates as a strip of colours (symmetric range ``vmax``)."""
+    shape = data_meta["shape"]
+    v = np.asarray(vec, dtype=np.float32)
+    if len(shape) == 3:
+        mean = np.asarray(data_meta["mean"], dtype=np.float32)
+        std = np.asarray(data_meta.get("std", np.ones_like(mean)), dtype=np.float32)
+        img = np.clip((v.reshape(shape) * std[:, None, None] + mean[:, None, None]).transpose(1, 2, 0), 0, 1)
+        ax.imshow(img[..., 0] if shape[0] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    else:
+        lim = vmax or float(np.abs(v).max() or 1.0)
+        ax.imshow(v[None, :], cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def samples_figure(exp: str, data: str, snapshots: dict[str, str], path: Path) -> None:
     """One trajectory of each score model (``snapshots``: score -> path) at each branch time,
     its denoised estimate there, and the final image of its clone made there."""
     data_meta = read_metadata(data, "subset")
-    shape, mean = data_meta["shape"], np.asarray(data_meta["mean"], dtype=np.float32)
-    std = np.asarray(data_meta.get("std", np.ones_like(mean)), dtype=np.float32)
     fig_rows = []
     for score, p in snapshots.items():
         tab, _ = read_table(p, stage="cloning")
@@ -229,11 +250,7 @@ def samples_figure(exp: str, data: str, snapshots: dict[str, str], path: Path) -
                              squeeze=False)
 
     def show(ax, vec):
-        img = np.asarray(vec, dtype=np.float32).reshape(shape) * std[:, None, None] + mean[:, None, None]
-        img = np.clip(img.transpose(1, 2, 0), 0, 1)
-        ax.imshow(img[..., 0] if shape[0] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _show_sample(ax, vec, data_meta)
 
     for r, (score, tab) in enumerate(fig_rows):
         trunk, denoised, clones = (tab[tab["kind"] == name].sort_values("branch_t", ascending=False)
@@ -341,4 +358,164 @@ def group_collapse_figure(group: str, files: dict[str, dict], path: Path) -> Non
         if tmeta.get("t_C") is not None:
             ax.axvline(tmeta["t_C"], color=color, ls="--", lw=1)
     _f_axes(ax, f"{group}: collapse (lines: closed form; dashed: its $t_C$)", (-0.1, 1.1))
+    _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- memorisation study
+def _g(value) -> str:
+    """A number for a label (None, as JSON writes NaN: 'n/a')."""
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3g}"
+
+
+def _n_axis(ax, n) -> None:
+    """A log axis of training-set sizes, labelled at the sizes themselves."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(list(n), [f"{int(v)}" for v in n])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _mark(ax, x, color: str, label: str) -> None:
+    if x is not None and np.isfinite(x):
+        ax.axvline(x, color=color, ls="--", lw=1, label=label)
+
+
+def memorisation_figure(exp: str, curve: str, loss: str, path: Path) -> None:
+    """Against training steps (log): the memorised fraction (and its null) with tau_mem, the
+    quality distance with tau_gen and the training set's own distance, and the held-out minus
+    training denoising loss per noise level."""
+    from .memorisation import bootstrap_interval
+
+    tab, meta = read_table(curve, stage="memorisation")
+    per_t, _ = read_table(loss, stage="memorisation")
+    meta["tau_mem_lo"], meta["tau_mem_hi"] = bootstrap_interval(meta["tau_mem_replicates"])  # JSON has no inf
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    ax.errorbar(tab["step"], tab["memorised_fraction"], yerr=tab["memorised_fraction_se"], marker="o", ms=3,
+                capsize=2, label="memorised (d1/d2 < 1/3)")
+    ax.plot(tab["step"], tab["memorised_fraction_null"], "k:", label="against the reference set (null)")
+    ax.axhline(meta["threshold"], color="gray", lw=0.8)
+    _mark(ax, meta["tau_mem"], "C3", f"tau_mem = {_g(meta['tau_mem'])} [{_g(meta['tau_mem_lo'])}, "
+          f"{_g(meta['tau_mem_hi'])}]")
+    ax.set(xscale="log", xlabel="training step", ylabel="memorised fraction", ylim=(-0.03, 1.03),
+           title=f"{exp} (n = {meta['n']})")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.errorbar(tab["step"], tab["quality"], yerr=2 * tab["quality_se"], marker="o", ms=3, capsize=2,
+                label="generated vs held-out (2 s.e.)")
+    if meta["quality_training_set"] is not None:
+        ax.axhline(meta["quality_training_set"], color="C1", ls=":", label="training set vs held-out")
+    _mark(ax, meta["tau_gen"], "C2", f"tau_gen = {_g(meta['tau_gen'])}")
+    ax.set(xscale="log", xlabel="training step", ylabel="MMD$^2$ (Gaussian kernel)", title="sample quality")
+    ax.set_yscale("symlog", linthresh=max(1e-4, float(np.nanmax(np.abs(tab["quality_se"]))) if len(tab) else 1e-4))
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    for i, (t, part) in enumerate(per_t.groupby("t")):
+        gap = part["loss_heldout"] - part["loss_train"]
+        se = np.sqrt(part["loss_heldout_se"] ** 2 + part["loss_train_se"] ** 2)
+        ax.errorbar(part["step"], gap, yerr=se, marker="o", ms=3, capsize=2, color=f"C{i}", label=f"t = {t:g}")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(xscale="log", xlabel="training step", ylabel="held-out - training loss", title="generalisation gap")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def memorised_fraction_figure(group: str, curves: dict[str, str], path: Path) -> None:
+    """The memorised fraction against training steps (log), one curve per n of the group."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    members = sorted(((read_table(p, stage="memorisation"), e) for e, p in curves.items()),
+                     key=lambda item: item[0][1]["n"])
+    cmap = plt.get_cmap("viridis")
+    threshold = None
+    for i, ((tab, meta), _) in enumerate(members):
+        color = cmap(i / max(1, len(members) - 1))
+        ax.errorbar(tab["step"], tab["memorised_fraction"], yerr=tab["memorised_fraction_se"], marker="o", ms=3,
+                    capsize=2, color=color, label=f"n = {meta['n']}")
+        threshold = meta["threshold"]
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", lw=0.8, ls="--", label=f"threshold {threshold:g}")
+    ax.set(xscale="log", xlabel="training step", ylabel="memorised fraction (d1/d2 < 1/3)", ylim=(-0.03, 1.03),
+           title=f"{group}: memorisation against training time")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def tau_figure(group: str, table, fit: dict, path: Path) -> None:
+    """tau_mem (95 % bootstrap interval) and tau_gen against n, log-log, with the fit."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    n = table["n"].to_numpy(dtype=float)
+    tau = table["tau_mem"].to_numpy(dtype=float)
+    lo, hi = table["tau_mem_lo"].to_numpy(dtype=float), table["tau_mem_hi"].to_numpy(dtype=float)
+    top = float(np.nanmax(np.where(np.isfinite(hi), hi, tau))) if np.isfinite(tau).any() else 1.0
+    hi_drawn = np.where(np.isfinite(hi), hi, 2 * top)  # an open interval is drawn to the frame
+    ok = np.isfinite(tau)
+    lo_drawn = np.where(np.isfinite(lo), lo, tau)
+    yerr = np.maximum(0.0, [tau[ok] - lo_drawn[ok], hi_drawn[ok] - tau[ok]])  # a percentile interval may miss tau
+    ax.errorbar(n[ok], tau[ok], yerr=yerr, fmt="o", capsize=3, color="C3", label="tau_mem (95 % bootstrap)")
+    left = ok & (table["tau_mem_censored"].to_numpy() == "left")
+    if left.any():
+        ax.plot(n[left], tau[left], "v", color="C3", ms=9, mfc="none", label="upper bound (first snapshot passed)")
+    ax.plot(n, table["tau_gen"], "s", color="C2", label="tau_gen (quality)")
+    ax.plot(n, table["tau_gen_loss"], "x", color="C2", label="lowest held-out loss")
+    if np.isfinite(fit["gamma"]):
+        grid = np.geomspace(n.min(), n.max(), 50)
+        ax.plot(grid, fit["prefactor"] * grid ** fit["gamma"], "C3-", lw=1,
+                label=f"fit: gamma = {fit['gamma']:.2f} [{fit['gamma_lo']:.2f}, {fit['gamma_hi']:.2f}]")
+    _n_axis(ax, n)
+    ax.set(yscale="log", xlabel="training points n", ylabel="training steps", title=group)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def nearest_figure(group: str, members: dict[str, tuple[str, str]], path: Path) -> None:
+    """Generated samples of the last snapshot beside their nearest training points, for the
+    given members (experiment -> (snapshot measurement, data))."""
+    from .data import load_subset
+
+    rows = []
+    for exp, (measure, data) in members.items():
+        tab, meta = read_table(measure, stage="memorisation_snapshot")
+        x, _, data_meta = load_subset(data)
+        shown = tab[tab["sample"].notna()]
+        rows.append((exp, shown, x, data_meta, meta["step"]))
+    K = max([len(r[1]) for r in rows] + [1])
+    fig, axes = plt.subplots(2 * len(rows), K, figsize=(1.1 * K, 2.5 * len(rows)), squeeze=False)
+    for r, (exp, shown, x, data_meta, step) in enumerate(rows):
+        vmax = float(np.abs(x.numpy()).max()) if len(data_meta["shape"]) == 1 else None
+        for k in range(K):
+            top, bottom = axes[2 * r, k], axes[2 * r + 1, k]
+            if k >= len(shown):
+                top.axis("off")
+                bottom.axis("off")
+                continue
+            row = shown.iloc[k]
+            _show_sample(top, row["sample"], data_meta, vmax)
+            _show_sample(bottom, x[int(row["nearest_index"])].numpy(), data_meta, vmax)
+            top.set_title(f"{row['d1'] / row['d2']:.2f}" + (" M" if row["memorised"] else ""), fontsize=7,
+                          color="C3" if row["memorised"] else "k")
+        axes[2 * r, 0].set_ylabel(f"{exp}\nstep {step}\ngenerated", fontsize=7)
+        axes[2 * r + 1, 0].set_ylabel("nearest\ntraining", fontsize=7)
+    fig.suptitle(f"{group}: generated samples (d1/d2; M = memorised) and their nearest training points",
+                 fontsize=9)
+    _save(fig, path)
+
+
+def collapse_entropy_figure(group: str, table, path: Path) -> None:
+    """Measured collapse time of memorised trajectories at the last snapshot against n, with
+    the entropy's t_C (band) and the mixture's closed forms where there are."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    n = table["n"].to_numpy(dtype=float)
+    ax.errorbar(n, table["t_C_memorised_last"], yerr=table["t_C_memorised_last_se"], fmt="o", capsize=3,
+                color="C3", label="measured, memorised trajectories (last snapshot)")
+    ax.plot(n, table["t_C_null_last"], "k.", label="null (reference set)")
+    ent = table["t_C_entropy"].to_numpy(dtype=float)
+    ax.plot(n, ent, "C0-", label="entropy t_C")
+    ax.fill_between(n, table["t_C_entropy_lo"].to_numpy(dtype=float), table["t_C_entropy_hi"].to_numpy(dtype=float),
+                    color="C0", alpha=0.2, label="levels 1/2 and 2x")
+    if table["t_C_theory_gm_finite_d"].notna().any():
+        ax.plot(n, table["t_C_theory_gm_finite_d"], "C1--", label="mixture closed form (finite d)")
+    _n_axis(ax, n)
+    ax.set(xlabel="training points n", ylabel="collapse time (OU)", title=group)
+    ax.legend(fontsize=7)
     _save(fig, path)

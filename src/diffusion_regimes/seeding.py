@@ -37,6 +37,10 @@ class Stream(Enum):
     UTURN = "uturn"
     BOOTSTRAP_UTURN = "bootstrap-uturn"
     ENTROPY = "entropy"
+    MEMORISATION = "memorisation"  # samples of every weight snapshot (the same at each: common random numbers)
+    DENOISING_LOSS = "denoising-loss"
+    QUALITY = "quality"
+    BOOTSTRAP_TAU = "bootstrap-tau"
     SYMMETRY = "symmetry"
     # blocks of work inside a stage
     PAIRS = "pairs"

@@ -22,14 +22,14 @@ import torch
 from . import cloning as clone_mod
 from . import uturn as uturn_mod
 from .classifier import labeller, save_classifier, train_classifier
-from .collapse import collapse_statistics, collapse_table, track_nearest
+from .collapse import MEMORISED_RATIO, collapse_statistics, collapse_table, track_nearest
 from .data import image_shape, load_subset, make_subset
 from .datamodels import for_meta
 from .entropy import collapse_level, entropy_collapse_time, entropy_times, excess_entropy
 from .errors import InputError
-from .io import atomic_path, concat_tables, make_metadata, read_metadata, read_table, write_table
+from .io import atomic_path, concat_tables, load_checkpoint, make_metadata, read_metadata, read_table, write_table
 from .models import count_parameters, network_input_shape
-from .networks import save_network
+from .networks import load_network, save_network
 from .sampling import Sampler, sample_projections
 from .schedule import speciation_time
 from .scores import EmpiricalScore, score_model
@@ -90,12 +90,14 @@ def train(input: dict, output: dict, exp: str, arch: str, model: dict, train: di
           device: str = "auto", options: dict | None = None, progress: bool = True) -> None:
     """Train the network of architecture ``arch`` (``unet`` for images, ``mlp`` for any data)
     on a subset; ``model`` is its config block; ``options`` are the train block's run options
-    (from the config, not parameters: they change no result beyond rounding)."""
+    (from the config, not parameters: they change no result beyond rounding). With an input
+    ``snapshot`` (the memorisation study's last weight snapshot, at the configured steps) the
+    network is that snapshot's: trained once."""
+    if "snapshot" in input:
+        _network_from_snapshot(input["snapshot"], output, arch, model, train, seed)
+        return
     x, _, meta = load_subset(input["data"])
-    try:
-        shape = network_input_shape(arch, tuple(meta["shape"]))
-    except ValueError as err:
-        raise InputError(f"{input['data']}: {err}") from None
+    shape = _input_shape(arch, meta, input["data"])
     cfg_all = {**train, **(options or {})}
     net, loss_log, info = train_network(x, arch, model, shape, cfg_all, derive_seed(seed, exp, Stream.TRAIN),
                                         state, progress, device)
@@ -108,6 +110,35 @@ def train(input: dict, output: dict, exp: str, arch: str, model: dict, train: di
     rate = info["steps_per_second"]
     log.info("train: %d parameters, final loss %.4f, %s steps/s on %s (%s)", results["parameters"],
              results["final_loss"], f"{rate:.2f}" if rate else "no new", info["device"], info["precision"])
+
+
+def _input_shape(arch: str, meta: dict, data: str) -> tuple[int, ...]:
+    try:
+        return network_input_shape(arch, tuple(meta["shape"]))
+    except ValueError as err:
+        raise InputError(f"{data}: {err}") from None
+
+
+def _loss_log(state: dict) -> pd.DataFrame:
+    rows = state["log"].numpy().reshape(-1, 3)
+    return pd.DataFrame({"step": rows[:, 0].astype(np.int64), "loss": rows[:, 1], "lr": rows[:, 2]})
+
+
+def _network_from_snapshot(path: str, output: dict, arch: str, model: dict, train: dict, seed: int) -> None:
+    net = load_network(path, "train_snapshot")
+    state = load_checkpoint(path, required=("log", "step", "metadata"))
+    if int(state["step"]) != train["steps"]:
+        raise InputError(f"{path}: a snapshot at step {int(state['step'])}, not the configured {train['steps']}; "
+                         "delete it and re-run")
+    loss_log = _loss_log(state)
+    made = state["metadata"] if isinstance(state["metadata"], dict) else {}
+    results = {"parameters": count_parameters(net), "final_loss": float(loss_log["loss"].tail(100).mean()),
+               "steps": int(state["step"]), "time_scale": net.time_scale, "from_snapshot": str(path),
+               **{k: made.get(k) for k in ("device", "precision", "channels_last", "compile", "ema")}}
+    metadata = make_metadata("train", {"model": model, "train": train}, seed, results)
+    write_table(loss_log, output["log"], metadata)
+    save_network(net, arch, model, metadata, output["model"])
+    log.info("train: the network of the last weight snapshot %s (%d steps)", path, results["steps"])
 
 
 def classifier(input: dict, output: dict, exp: str, classifier: dict, seed: int, device: str = "auto",
@@ -478,3 +509,213 @@ def samples(input: dict, output: dict, exp: str, scores: list[str]) -> None:
 
     plots.samples_figure(exp, input["data"], _by(scores, input["snapshots"], "snapshots"), Path(output["samples"]))
 
+
+
+# ----------------------------------------------------------------------------- memorisation vs training time
+# The memorisation study (:mod:`diffusion_regimes.memorisation`): a chain of training jobs,
+# one per weight snapshot, each continuing the previous one; one measurement job per
+# snapshot; a gather per experiment (the curves, tau_mem, tau_gen) and per group of n
+# (tau against n, gamma, collapse against the entropy).
+
+def train_snapshot(input: dict, output: dict, exp: str, arch: str, model: dict, train: dict, step: int, seed: int,
+                   state: str, device: str = "auto", options: dict | None = None, progress: bool = True) -> None:
+    """Train to ``step`` from the previous weight snapshot (input ``previous``; from scratch
+    for the first) and write the snapshot: the network (EMA weights when ``ema`` is set) as
+    :func:`diffusion_regimes.networks.load_network` reads it, beside the full training state
+    that the next snapshot continues from. ``train`` is the train block without ``steps``."""
+    x, _, meta = load_subset(input["data"])
+    shape = _input_shape(arch, meta, input["data"])
+    cfg_all = {**train, **(options or {}), "steps": int(step)}
+    net, loss_log, info = train_network(x, arch, model, shape, cfg_all, derive_seed(seed, exp, Stream.TRAIN),
+                                        state, progress, device, start=input.get("previous"))
+    full = load_checkpoint(state, required=("model", "optimizer", "step", "generator", "log"))
+    results = {"parameters": count_parameters(net), "step": int(step), "time_scale": net.time_scale,
+               "final_loss": float(loss_log["loss"].tail(100).mean()) if len(loss_log) else float("nan"), **info}
+    metadata = make_metadata("train_snapshot", {"model": model, "train": train, "step": int(step)}, seed, results)
+    save_network(net, arch, model, metadata, output["snapshot"], extra=full)
+    Path(state).unlink(missing_ok=True)
+    log.info("snapshot %s at step %d: loss %.4f", arch, step, results["final_loss"])
+
+
+def _quality_features(meta: dict, classifier_path: str | None, device: str | None):
+    """The feature map of the quality distance: the classifier's penultimate features for
+    images, the coordinates themselves for vectors."""
+    if classifier_path is None:
+        return lambda v: v
+    from .classifier import classifier_features, load_classifier
+
+    net, shape, _ = load_classifier(classifier_path)
+    return lambda v: classifier_features(net, shape, v, device=device or "auto")
+
+
+def _rows(x: torch.Tensor, most: int, seed: int) -> torch.Tensor:
+    """At most ``most`` rows of x, a fixed random choice when there are more."""
+    if len(x) <= most:
+        return x
+    return x[torch.randperm(len(x), generator=generator(seed))[:most]]
+
+
+def memorisation_snapshot(input: dict, output: dict, exp: str, score: str, memorisation: dict, sampler: dict,
+                          block: int, seed: int, step: int, device: str | None = None) -> None:
+    """One weight snapshot measured: generated samples tracked against the training and the
+    reference points (memorisation, collapse times; the same prior noise at every snapshot),
+    the quality distance of the samples to the reference set, and the denoising loss on
+    training and held-out points per noise level. One row per sample (the collapse table's
+    columns, and ``sample``, the denoised sample, for the first ``n_show``)."""
+    from .memorisation import denoising_loss, kernel_distance
+    from .networks import NetworkScore
+
+    x, _, meta = load_subset(input["data"])
+    ref, _, _ = load_subset(input["reference"])
+    if len(ref) < 2:
+        raise InputError(f"{input['reference']}: the memorisation study needs held-out points (for images "
+                         "dataset.holdout > 0)")
+    net = load_network(input["snapshot"], "train_snapshot")
+    fn = NetworkScore(net, sampler.get("batch_size", 512), device or "auto", sampler.get("precision", "fp32"))
+    train_set, reference = EmpiricalScore(x, block), EmpiricalScore(ref, block)
+    samp = Sampler.from_config(sampler)
+    track = track_nearest(fn, samp, train_set, memorisation["n_samples"],
+                          derive_seed(seed, exp, Stream.MEMORISATION, score), memorisation["track_every"],
+                          memorisation["batch"], progress=True, reference=reference)
+    table = collapse_table(track, train_set, reference)
+    feats = _quality_features(meta, input.get("classifier"), device)
+    quality, quality_se, width = kernel_distance(feats(track.x0), feats(ref), memorisation["quality_blocks"],
+                                                 derive_seed(seed, exp, Stream.QUALITY))
+    levels = [float(t) for t in memorisation["loss_times"]]
+    points = memorisation["loss_points"]
+    losses = {}
+    for name, pts in (("train", x), ("heldout", ref)):
+        sub = _rows(pts, points, derive_seed(seed, exp, Stream.DENOISING_LOSS, name))
+        mean, se = denoising_loss(net, sub, levels, points, derive_seed(seed, exp, Stream.DENOISING_LOSS, name),
+                                  sampler.get("batch_size", 512), fn.device)
+        losses.update({f"loss_{name}": mean.tolist(), f"loss_{name}_se": se.tolist()})
+    show = min(memorisation["n_show"], len(table))
+    samples = [track.x0[i].tolist() for i in range(show)] + [None] * (len(table) - show)
+    out = pa.Table.from_pandas(table, preserve_index=False).append_column(
+        "sample", pa.array(samples, type=pa.list_(pa.float32())))
+    results = {"step": int(step), "quality": quality, "quality_se": quality_se, "kernel_width": width,
+               "loss_times": levels, **losses, "nfe": samp.nfe, "n_samples": len(table), "shape": meta["shape"],
+               "quality_features": "classifier penultimate" if input.get("classifier") else "coordinates"}
+    cfg = {"memorisation": memorisation, "sampler": samp.settings, "score": score, "step": int(step)}
+    write_table(out, output["measure"], make_metadata("memorisation_snapshot", cfg, seed, results))
+    log.info("snapshot %d: memorised %.3f, quality %.4g +- %.2g, held-out - train loss %.4g", step,
+             float(table["memorised"].mean()), quality, quality_se,
+             float(np.mean(losses["loss_heldout"]) - np.mean(losses["loss_train"])))
+
+
+def memorisation(input: dict, output: dict, exp: str, score: str, memorisation: dict, steps: list[int],
+                 seed: int, device: str | None = None) -> None:
+    """Gather the snapshots of one experiment: per step the memorised fraction (bootstrap
+    s.e., and against the reference set), the collapse time of memorised trajectories, the
+    quality distance and the denoising losses (``curve``; per level in ``loss``); tau_mem
+    with its bootstrap interval, replicates and censoring, tau_gen (quality) and tau_gen_loss (held-out
+    loss) in the metadata, with the quality of the training set itself (the score of
+    samples that copy it) as control."""
+    from .memorisation import kernel_distance, tau_gen, tau_mem
+
+    files = _by(steps, input["snapshots"], "snapshot measurement")
+    n_boot = memorisation["n_bootstrap"]
+    rows, flags, loss_rows = [], [], []
+    for step in steps:
+        table, meta = read_table(files[step], stage="memorisation_snapshot")
+        st = collapse_statistics(table, n_boot, derive_seed(seed, exp, Stream.BOOTSTRAP_MEMORISED, score, step))
+        flags.append(table["memorised"].to_numpy(dtype=bool))
+        lt, lh = np.asarray(meta["loss_train"]), np.asarray(meta["loss_heldout"])
+        lt_se, lh_se = np.asarray(meta["loss_train_se"]), np.asarray(meta["loss_heldout_se"])
+        rows.append({"step": step, "memorised_fraction": st["memorised_fraction"],
+                     "memorised_fraction_se": st["memorised_fraction_se"],
+                     "memorised_fraction_null": st["memorised_fraction_null"],
+                     "t_C_memorised": st["t_C_memorised"], "t_C_memorised_se": st["t_C_memorised_se"],
+                     "t_C_null": st["t_C_null"], "quality": meta["quality"], "quality_se": meta["quality_se"],
+                     "loss_train": float(lt.mean()), "loss_heldout": float(lh.mean()),
+                     "loss_gap": float((lh - lt).mean()),
+                     "loss_gap_se": float(np.sqrt((lh_se**2 + lt_se**2).sum()) / len(lt))})
+        loss_rows += [{"step": step, "t": t, "loss_train": a, "loss_train_se": b, "loss_heldout": c,
+                       "loss_heldout_se": e} for t, a, b, c, e in zip(meta["loss_times"], lt, lt_se, lh, lh_se)]
+    curve = pd.DataFrame(rows)
+    tm = tau_mem(steps, flags, memorisation["threshold"], n_boot, derive_seed(seed, exp, Stream.BOOTSTRAP_TAU, score))
+    x, _, data_meta = load_subset(input["data"])
+    ref, _, _ = load_subset(input["reference"])
+    feats = _quality_features(data_meta, input.get("classifier"), device)
+    control, control_se, _ = kernel_distance(feats(_rows(x, len(ref), derive_seed(seed, exp, Stream.QUALITY))),
+                                             feats(ref), memorisation["quality_blocks"],
+                                             derive_seed(seed, exp, Stream.QUALITY))
+    heldout = curve["loss_heldout"].to_numpy(dtype=np.float64)
+    tau_gen_loss = float(steps[int(np.nanargmin(heldout))]) if np.isfinite(heldout).any() else float("nan")
+    results = {"n": int(data_meta["n"]), "threshold": memorisation["threshold"],
+               "tau_mem": tm["tau_mem"], "tau_mem_lo": tm["tau_mem_lo"], "tau_mem_hi": tm["tau_mem_hi"],
+               "tau_mem_censored": tm["censored"],
+               "tau_mem_never_passed": tm["never_passed"], "tau_mem_replicates": tm["replicates"].tolist(),
+               "tau_gen": tau_gen(steps, curve["quality"], curve["quality_se"]),
+               "tau_gen_loss": tau_gen_loss, "quality_training_set": control,
+               "quality_training_set_se": control_se, "steps": list(steps),
+               "criterion": f"memorised: d1/d2 < {MEMORISED_RATIO:.4g}; tau_mem: memorised fraction > threshold, "
+                            "interpolated in log(step); tau_gen: first snapshot within 2 s.e. of the best quality",
+               "quality_measure": "unbiased MMD^2, Gaussian kernel of width the median reference distance"}
+    cfg = {"memorisation": memorisation, "score": score}
+    meta_out = make_metadata("memorisation", cfg, seed, results)
+    write_table(curve, output["curve"], meta_out)
+    write_table(pd.DataFrame(loss_rows), output["loss"], make_metadata("memorisation", cfg, seed, {"n": results["n"]}))
+    log.info("memorisation %s: tau_mem %.4g [%.4g, %.4g], tau_gen %.4g (quality), %.4g (held-out loss)", exp,
+             results["tau_mem"], results["tau_mem_lo"], results["tau_mem_hi"], results["tau_gen"],
+             results["tau_gen_loss"])
+
+
+def memorisation_group(input: dict, output: dict, group: str, members: list[str]) -> None:
+    """One table per group of n: per member ``n, tau_mem, tau_mem_lo, tau_mem_hi, tau_gen``
+    (training steps), ``tau_gen_loss``, and at the last snapshot the memorised fraction and
+    the collapse time of memorised trajectories beside the entropy's t_C (and its band) and
+    the mixture's closed forms, and ``tau_mem_censored`` (``left``: the first snapshot already
+    passes; ``right``: none does); the fit tau_mem = A n^gamma with gamma's bootstrap interval
+    in the metadata. Then the group's figures."""
+    from . import plots
+    from .memorisation import bootstrap_interval, fit_power_law
+
+    per = {key: _by(members, input[key], key) for key in ("curve", "entropy", "theory", "last", "data")}
+    rows, reps = [], []
+    for exp in members:
+        curve, meta = read_table(per["curve"][exp], stage="memorisation")
+        ent = read_metadata(per["entropy"][exp], "entropy")
+        th = read_metadata(per["theory"][exp], "theory")
+        last = curve.iloc[-1]
+        replicates = np.array([np.nan if r is None else r for r in meta["tau_mem_replicates"]], dtype=np.float64)
+        lo, hi = bootstrap_interval(replicates)  # recomputed: the metadata's JSON has no inf
+        rows.append({"experiment": exp, "n": int(meta["n"]), "tau_mem": meta["tau_mem"],
+                     "tau_mem_lo": lo, "tau_mem_hi": hi, "tau_gen": meta["tau_gen"],
+                     "tau_mem_censored": meta["tau_mem_censored"],
+                     "tau_gen_loss": meta["tau_gen_loss"], "last_step": int(last["step"]),
+                     "memorised_fraction_last": float(last["memorised_fraction"]),
+                     "memorised_fraction_last_se": float(last["memorised_fraction_se"]),
+                     "t_C_memorised_last": float(last["t_C_memorised"]),
+                     "t_C_memorised_last_se": float(last["t_C_memorised_se"]), "t_C_null_last": float(last["t_C_null"]),
+                     "t_C_entropy": ent["t_C"], "t_C_entropy_lo": ent.get("t_C_lo"),
+                     "t_C_entropy_hi": ent.get("t_C_hi"), "t_C_theory_gm": th.get("t_C"),
+                     "t_C_theory_gm_finite_d": th.get("t_C_finite_d")})
+        reps.append(replicates)
+    table = pd.DataFrame(rows).astype({c: "float64" for c in ("tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_gen",
+                                                               "tau_gen_loss", "t_C_memorised_last",
+                                                               "t_C_memorised_last_se", "t_C_null_last",
+                                                               "t_C_entropy", "t_C_entropy_lo", "t_C_entropy_hi",
+                                                               "t_C_theory_gm", "t_C_theory_gm_finite_d")})
+    order = np.argsort(table["n"].to_numpy(), kind="stable")
+    table = table.iloc[order].reset_index(drop=True)
+    fit = fit_power_law(table["n"], table["tau_mem"], [reps[i] for i in order],
+                        use=table["tau_mem_censored"].to_numpy() != "left")
+    results = {**fit, "members": list(table["experiment"]),
+               "fit": "least squares of log tau_mem on log n, left-censored points (the first snapshot already "
+                      "past the threshold) left out; 95 % interval: percentiles of the slope refitted on the "
+                      "bootstrap replicates in which every fitted n passes"}
+    write_table(table, output["table"], make_metadata("memorisation_group", {"group": group}, None, results))
+    plots.memorised_fraction_figure(group, per["curve"], Path(output["fraction"]))
+    plots.tau_figure(group, table, fit, Path(output["tau"]))
+    ends = [table["experiment"].iloc[0], table["experiment"].iloc[-1]]
+    plots.nearest_figure(group, {e: (per["last"][e], per["data"][e]) for e in dict.fromkeys(ends)},
+                         Path(output["nearest"]))
+    plots.collapse_entropy_figure(group, table, Path(output["collapse"]))
+    log.info("memorisation %s: tau_mem ~ n^%.3g [%.3g, %.3g]", group, fit["gamma"], fit["gamma_lo"], fit["gamma_hi"])
+
+
+def memorisation_figure(input: dict, output: dict, exp: str) -> None:
+    from . import plots
+
+    plots.memorisation_figure(exp, input["curve"], input["loss"], Path(output["figure"]))

@@ -19,9 +19,16 @@ and, on the CPU, ends with the same weights as an uninterrupted run. The
 learning rate is a function of the step, so it resumes with it. A state made
 from other data, another network or other result-changing settings (its
 fingerprint differs) is not resumed; a state past the configured ``steps`` is
-not resumed either. The run options (:data:`diffusion_regimes.config.RUN_OPTIONS`:
-``checkpoint_every``, ``compile``, ``channels_last``) cannot change the result and
-may differ between a run and its resumption.
+not resumed either.
+
+Snapshots (:mod:`diffusion_regimes.memorisation`): ``start`` names the state of an
+earlier, shorter run of the same settings (a weight snapshot, which holds the full
+state); training continues from it when ``state_path`` holds nothing further along.
+A chain of such runs ends with the same weights as one uninterrupted run.
+
+The run options (:data:`diffusion_regimes.config.RUN_OPTIONS`: ``checkpoint_every``,
+``compile``, ``channels_last``) cannot change the result and may differ between a run
+and its resumption.
 """
 
 from __future__ import annotations
@@ -69,9 +76,24 @@ def _fingerprint(x: torch.Tensor, model: EpsilonModel, arch: str, model_cfg: dic
                       sort_keys=True)
 
 
-def _resume_state(state_path: Path, fingerprint: str, steps: int) -> dict | None:
-    if not state_path.exists():
-        return None
+def _resume_state(state_path: Path, fingerprint: str, steps: int, start: Path | None = None) -> dict | None:
+    """The state to resume from: ``state_path`` (a killed run's), else ``start`` (the
+    snapshot this run continues), whichever is further along; None to train afresh."""
+    own = _own_state(state_path, fingerprint, steps) if state_path.exists() else None
+    if start is None:
+        return own
+    first = load_checkpoint(start, required=("model", "optimizer", "step", "generator", "log"))
+    if first.get("fingerprint") != fingerprint or first["step"] > steps:
+        raise InputError(f"{start}: this snapshot was made with other data or settings, or past step {steps}; "
+                         "delete the experiment's snapshots folder and re-run")
+    if own is not None and Path(start).stat().st_mtime > state_path.stat().st_mtime:
+        log_.warning("%s is older than the snapshot %s it would continue: training from the snapshot", state_path,
+                     start)
+        own = None
+    return own if own is not None and own["step"] >= first["step"] else first
+
+
+def _own_state(state_path: Path, fingerprint: str, steps: int) -> dict | None:
     state = load_checkpoint(state_path, required=("model", "optimizer", "step", "generator", "log"))
     if state.get("fingerprint") != fingerprint:
         log_.warning("%s was made with other settings: training afresh", state_path)
@@ -84,7 +106,7 @@ def _resume_state(state_path: Path, fingerprint: str, steps: int) -> dict | None
 
 def train_network(x: torch.Tensor, arch: str, model_cfg: dict, shape: tuple[int, ...], train_cfg: dict,
                   seed: int, state_path: str | Path, progress: bool = True,
-                  device: str = "auto") -> tuple[EpsilonModel, pd.DataFrame, dict]:
+                  device: str = "auto", start: str | Path | None = None) -> tuple[EpsilonModel, pd.DataFrame, dict]:
     """Train a noise-predicting network of architecture ``arch`` on data x (n, d) float32
     whose samples have ``shape`` (prod(shape) = d). ``train_cfg`` holds the config's
     ``train`` block (result keys and run options); ``seed`` seeds the data stream, and
@@ -92,15 +114,19 @@ def train_network(x: torch.Tensor, arch: str, model_cfg: dict, shape: tuple[int,
 
     Returns (the :class:`EpsilonModel` on the CPU in eval mode, with the EMA weights when
     ``ema`` is set; loss log DataFrame ``step, loss, lr``; info dict ``device, precision,
-    channels_last, compile, ema, steps_per_second, resumed_from``).
+    channels_last, compile, ema, steps_per_second, resumed_from``). ``start``: the state
+    (a snapshot) of a shorter run of the same settings to continue; the final state is
+    always written to ``state_path``.
     """
     with global_torch_seed(seed, Stream.INIT):  # weights and dropout use torch's global generator
         model = build_model(arch, model_cfg, shape)
-        return _train(model, x, arch, model_cfg, train_cfg, seed, Path(state_path), progress, device)
+        return _train(model, x, arch, model_cfg, train_cfg, seed, Path(state_path), progress, device,
+                      None if start is None else Path(start))
 
 
 def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, train_cfg: dict, seed: int,
-           state_path: Path, progress: bool, device: str) -> tuple[EpsilonModel, pd.DataFrame, dict]:
+           state_path: Path, progress: bool, device: str,
+           start: Path | None) -> tuple[EpsilonModel, pd.DataFrame, dict]:
     dev = resolve_device(device)
     precision = resolve_precision(train_cfg.get("precision", "auto"), dev)
     channels_last = resolve_channels_last(train_cfg.get("channels_last"), dev)
@@ -108,7 +134,7 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
     g = generator(seed)  # data stream, on the CPU on every device
     times = torch.as_tensor(ddpm_times(), dtype=torch.float32)
     fingerprint = _fingerprint(x, model, arch, model_cfg, train_cfg, seed, precision)
-    state = _resume_state(state_path, fingerprint, train_cfg["steps"])
+    state = _resume_state(state_path, fingerprint, train_cfg["steps"], start)
     step, log = 0, []
     if state is not None:
         try:
@@ -180,6 +206,8 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
             flush()
         if step % every == 0 or step == steps:
             save()
+    if step == resumed_from:  # nothing to train (a snapshot at the configured step): its state is the final one
+        save()
     flush()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)

@@ -8,6 +8,7 @@ from diffusion_regimes.config import (
     SAMPLED_AS_NETWORK,
     SCORE_KINDS,
     is_image,
+    memorisation_steps,
     needs_classifier,
     needs_t_S,
     result_keys,
@@ -26,6 +27,7 @@ wildcard_constraints:
     group="|".join(sorted({c["group"] for c in EXPERIMENTS.values() if c["group"]})) or "no-group",
     score="|".join(SCORE_KINDS),
     shard=r"\d+",
+    step=r"\d+",
 
 
 def minutes(base):
@@ -225,6 +227,129 @@ def group_inputs(wildcards):
             "cloning": [paths.CLONING.format(exp=e, score=s[0]) for e, s in members.items()]}
 
 
+# ---- memorisation study (memorisation.enabled): snapshots, their measurements, gathers
+def memorisation_experiments():
+    """The experiments with a memorisation study, in config order."""
+    return [exp for exp, cfg in EXPERIMENTS.items() if cfg["memorisation"]["enabled"]]
+
+
+def memorisation_groups():
+    """Groups whose members all have a memorisation study (a grid over n): name -> members."""
+    return {g: list(m) for g, m in groups().items() if all(EXPERIMENTS[e]["memorisation"]["enabled"] for e in m)}
+
+
+def snapshot_paths(template, exp):
+    cfg = EXPERIMENTS[exp]
+    score = cfg["memorisation"]["score"]
+    return [template.format(exp=exp, score=score, step=s) for s in memorisation_steps(cfg)]
+
+
+def is_snapshot_of(wildcards):
+    """Whether the network (exp, score) is the one a memorisation study trains in snapshots."""
+    mem = exp_cfg(wildcards)["memorisation"]
+    return mem["enabled"] and mem["score"] == wildcards.score
+
+
+def train_inputs(wildcards):
+    """Data (and the spectrum, for ordering only); the network of a memorisation study is
+    its last snapshot's, trained once."""
+    inputs = {"data": paths.DATA.format(exp=wildcards.exp), "spectrum": ancient(paths.SPECTRUM.format(exp=wildcards.exp))}
+    if is_snapshot_of(wildcards):
+        inputs["snapshot"] = snapshot_paths(paths.WEIGHT_SNAPSHOT, wildcards.exp)[-1]
+    return inputs
+
+
+def snapshot_train_inputs(wildcards):
+    """Data, spectrum (ordering only) and the previous snapshot this one continues."""
+    steps = memorisation_steps(exp_cfg(wildcards))
+    step = int(wildcards.step)
+    if step not in steps:
+        raise ValueError(f"step {step} is not a snapshot step of {wildcards.exp}: {steps}")
+    inputs = {"data": paths.DATA.format(exp=wildcards.exp), "spectrum": ancient(paths.SPECTRUM.format(exp=wildcards.exp))}
+    i = steps.index(step)
+    if i:
+        inputs["previous"] = paths.WEIGHT_SNAPSHOT.format(exp=wildcards.exp, score=wildcards.score, step=steps[i - 1])
+    return inputs
+
+
+def snapshot_train_params(wildcards):
+    """The train block without its run options and without steps (a longer run re-uses the
+    snapshots of a shorter one)."""
+    return {k: v for k, v in train_params(wildcards).items() if k != "steps"}
+
+
+def snapshot_state(wildcards):
+    return paths.SNAPSHOT_STATE.format(exp=wildcards.exp, score=wildcards.score, step=wildcards.step)
+
+
+def step_param(wildcards):
+    return int(wildcards.step)
+
+
+def memorisation_measure_params(wildcards):
+    """The memorisation keys a snapshot's measurement uses (not the gather's)."""
+    gather = ("enabled", "threshold", "n_bootstrap", "per_decade", "first_step")
+    return {k: v for k, v in exp_cfg(wildcards)["memorisation"].items() if k not in gather}
+
+
+def memorisation_gather_params(wildcards):
+    mem = exp_cfg(wildcards)["memorisation"]
+    return {k: mem[k] for k in ("threshold", "n_bootstrap", "quality_blocks")}
+
+
+def feature_classifier(exp):
+    """The classifier whose features the quality distance of an image experiment uses: one
+    for a whole memorisation group (that of its member with the most images), so that the
+    quality, and tau_gen, compare across n."""
+    cfg = EXPERIMENTS[exp]
+    members = memorisation_groups().get(cfg["group"], [exp])
+    largest = max(members, key=lambda e: EXPERIMENTS[e]["dataset"].get("per_class") or float("inf"))
+    return paths.CLASSIFIER.format(exp=largest)
+
+
+def memorisation_snapshot_inputs(wildcards):
+    inputs = {"data": paths.DATA.format(exp=wildcards.exp), "reference": paths.REFERENCE.format(exp=wildcards.exp),
+              "snapshot": paths.WEIGHT_SNAPSHOT.format(**dict(wildcards.items()))}
+    if is_image(exp_cfg(wildcards)):
+        inputs["classifier"] = feature_classifier(wildcards.exp)
+    return inputs
+
+
+def memorisation_inputs(wildcards):
+    inputs = {"snapshots": snapshot_paths(paths.MEMORISATION_SNAPSHOT, wildcards.exp),
+              "data": paths.DATA.format(exp=wildcards.exp), "reference": paths.REFERENCE.format(exp=wildcards.exp)}
+    if is_image(exp_cfg(wildcards)):
+        inputs["classifier"] = feature_classifier(wildcards.exp)
+    return inputs
+
+
+def memorisation_steps_param(wildcards):
+    return memorisation_steps(exp_cfg(wildcards))
+
+
+def memorisation_curve(exp, template=paths.MEMORISATION):
+    return template.format(exp=exp, score=EXPERIMENTS[exp]["memorisation"]["score"])
+
+
+def memorisation_group_inputs(wildcards):
+    """Per member of the group, in order: its curves, entropy, theory, last snapshot's
+    measurement and data."""
+    members = memorisation_groups()[wildcards.group]
+    return {"curve": [memorisation_curve(e) for e in members],
+            "entropy": [paths.ENTROPY.format(exp=e) for e in members],
+            "theory": [paths.THEORY.format(exp=e) for e in members],
+            "last": [snapshot_paths(paths.MEMORISATION_SNAPSHOT, e)[-1] for e in members],
+            "data": [paths.DATA.format(exp=e) for e in members]}
+
+
+def memorisation_members_param(wildcards):
+    return memorisation_groups()[wildcards.group]
+
+
+def memorisation_figure_inputs(wildcards):
+    return {"curve": memorisation_curve(wildcards.exp), "loss": memorisation_curve(wildcards.exp, paths.DENOISING_LOSS)}
+
+
 def symmetry_enabled(exp):
     return EXPERIMENTS[exp]["symmetry"]["enabled"]
 
@@ -248,4 +373,8 @@ def all_outputs():
             outs.append(paths.FIG_SYMMETRY.format(exp=exp))
     for group in groups():
         outs += [paths.FIG_GROUP_SPECIATION.format(group=group), paths.FIG_GROUP_COLLAPSE.format(group=group)]
+    outs += [paths.FIG_MEMORISATION.format(exp=exp) for exp in memorisation_experiments()]
+    for group in memorisation_groups():
+        outs += [t.format(group=group) for t in (paths.GROUP_MEMORISATION, paths.FIG_GROUP_MEMORISED, paths.FIG_GROUP_TAU,
+                                                 paths.FIG_GROUP_NEAREST, paths.FIG_GROUP_COLLAPSE_ENTROPY)]
     return outs

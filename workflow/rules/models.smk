@@ -3,8 +3,7 @@
 # any network is trained.
 rule train:
     input:
-        data=paths.DATA,
-        spectrum=ancient(paths.SPECTRUM),
+        unpack(train_inputs),
     output:
         model=paths.MODEL,
         log=paths.TRAIN_LOG,

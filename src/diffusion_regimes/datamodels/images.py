@@ -87,7 +87,7 @@ class ImageSource(DataModel):
         size = dataset.get("size") or cls.size
         if size is None:
             raise InputError(f"dataset source {cls.name!r} takes the files' own size: set dataset.size (16, 32 or 64)")
-        return cls.channels, size, size
+        return (1 if dataset.get("grayscale") else cls.channels), size, size
 
     @classmethod
     def sample(cls, dataset: dict, generator) -> Subset:
@@ -99,6 +99,8 @@ class ImageSource(DataModel):
         held = holdout_split(labels, dataset.get("holdout", 0.0), generator)
         native = src.images.shape[-1] if src.images is not None else None
         img = src.fetch(keep, dataset.get("size") or cls.size or native, dataset.get("resize") or cls.recipe)
+        if dataset.get("grayscale") and img.shape[1] == 3:  # ITU-R BT.601 luma
+            img = (img * torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype)[None, :, None, None]).sum(1, keepdim=True)
         if held.all():
             raise InputError(f"dataset.holdout={dataset.get('holdout')} holds out every image: lower it")
         train = torch.as_tensor(~held)

@@ -1,0 +1,198 @@
+"""The memorisation study's measurements: snapshot grids, tau detection on synthetic curves,
+the power-law fit, the quality distance, the denoising loss, the memorisation control
+(empirical score 100 %, exact score 0 %), and a chain of snapshot trainings against one run."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from diffusion_regimes import stages
+from diffusion_regimes.collapse import collapse_statistics, collapse_table, track_nearest
+from diffusion_regimes.datamodels.mixtures import gaussian_mixture
+from diffusion_regimes.io import load_checkpoint
+from diffusion_regimes.memorisation import (
+    denoising_loss,
+    first_crossing,
+    fit_power_law,
+    kernel_distance,
+    snapshot_steps,
+    tau_gen,
+    tau_mem,
+)
+from diffusion_regimes.networks import EpsilonModel, load_network
+from diffusion_regimes.sampling import Sampler
+from diffusion_regimes.scores import EmpiricalScore, GaussianMixtureScore
+from diffusion_regimes.training import train_network
+
+
+def test_snapshot_grid_is_log_spaced_and_nested():
+    steps = snapshot_steps(100, 20000, 4)
+    assert steps[:5] == [100, 178, 316, 562, 1000] and steps[-1] == 20000
+    assert np.allclose(np.diff(np.log10(steps[:-1])), 0.25, atol=0.01)
+    assert set(steps[:-1]) <= set(snapshot_steps(100, 40000, 4))  # a longer run keeps them
+    assert set(steps[:-1]) <= set(snapshot_steps(100, 20000, 8))  # so does a finer grid
+    assert snapshot_steps(10, 10, 3) == [10] and snapshot_steps(50, 60, 1) == [60]
+
+
+def _logistic(steps, tau, width=0.3):
+    return 1.0 / (1.0 + np.exp(-(np.log10(steps) - np.log10(tau)) / width)) * 0.98
+
+
+def test_tau_mem_found_on_synthetic_curves():
+    steps = np.array(snapshot_steps(10, 100000, 6), dtype=float)
+    for tau_true in (300.0, 3000.0, 30000.0):
+        p = _logistic(steps, tau_true)
+        # the fraction crosses 0.49 (half of 0.98) at tau_true exactly
+        assert first_crossing(steps, p, 0.49) == pytest.approx(tau_true, rel=0.05)
+        flags = [np.arange(4000) < round(q * 4000) for q in p]  # exact fractions, 4000 samples each
+        res = tau_mem(steps, flags, 0.49, 300, seed=1)
+        assert res["tau_mem_lo"] <= res["tau_mem"] <= res["tau_mem_hi"]
+        assert res["tau_mem_lo"] <= tau_true * 1.05 and res["tau_mem_hi"] >= tau_true * 0.95
+        assert res["never_passed"] == 0
+    assert res["censored"] == "none"
+    never = tau_mem(steps, [np.zeros(100, bool)] * len(steps), 0.1, 50, seed=1)
+    assert math.isnan(never["tau_mem"]) and never["tau_mem_hi"] == math.inf and never["never_passed"] == 50
+    assert never["censored"] == "right"
+    early = tau_mem(steps, [np.ones(100, bool)] * len(steps), 0.1, 50, seed=1)
+    assert early["tau_mem"] == steps[0] and early["censored"] == "left"  # only an upper bound
+
+
+def test_power_law_fit_recovers_gamma_with_its_interval():
+    n = np.array([64, 128, 256, 512, 1024], dtype=float)
+    rng = np.random.Generator(np.random.PCG64(3))
+    tau = 20.0 * n
+    reps = [t * np.exp(0.1 * rng.standard_normal(400)) for t in tau]
+    fit = fit_power_law(n, tau * np.exp(0.1 * rng.standard_normal(len(n))), reps)
+    assert fit["gamma"] == pytest.approx(1.0, abs=0.15)
+    assert fit["gamma_lo"] < 1.0 < fit["gamma_hi"] and fit["gamma_hi"] - fit["gamma_lo"] < 0.3
+    assert fit["fit_points"] == 5 and fit["replicates_unfit"] == 0
+    assert math.isnan(fit_power_law([64, 128], [np.nan, 10.0])["gamma"])  # one finite point: no fit
+    # a left-censored point (an upper bound) is left out of the fit and of its interval
+    censored = fit_power_law(n, np.r_[5.0, tau[1:]], [np.r_[5.0, 5.0], *[np.r_[t, t] for t in tau[1:]]],
+                             use=[False, True, True, True, True])
+    assert censored["gamma"] == pytest.approx(1.0) and censored["fit_points"] == 4
+    assert censored["gamma_lo"] == pytest.approx(1.0) and censored["gamma_hi"] == pytest.approx(1.0)
+    # replicates where a fitted n never passed are counted, not refitted without it
+    partial = fit_power_law(n, tau, [np.r_[t, np.nan] if i == 4 else np.r_[t, t] for i, t in enumerate(tau)])
+    assert partial["replicates_unfit"] == 1 and partial["gamma_lo"] == pytest.approx(1.0)
+
+
+def test_tau_gen_is_the_start_of_the_quality_plateau():
+    steps = [10, 30, 100, 300, 1000, 3000]
+    quality = [5.0, 1.0, 0.11, 0.10, 0.105, 0.3]
+    assert tau_gen(steps, quality, [0.01] * 6) == 100  # within 2 s.e. of the best (0.10 at 300)
+    assert tau_gen(steps, quality, [0.001] * 6) == 300
+
+
+def test_kernel_distance_is_zero_for_the_same_law_and_positive_otherwise(gen):
+    a, b = torch.randn(2000, 8, generator=gen), torch.randn(2000, 8, generator=gen)
+    same, se, width = kernel_distance(a, b, 10, seed=0)
+    assert abs(same) < 3 * se and width == pytest.approx(4.0, rel=0.1)  # median of |a - b| ~ sqrt(2 * 8)
+    shifted, se2, _ = kernel_distance(a + 0.5, b, 10, seed=0)
+    assert shifted > 10 * se2
+
+
+class _Zero(nn.Module):
+    def forward(self, x, c_noise):
+        return torch.zeros_like(x)
+
+
+def test_denoising_loss_of_a_zero_predictor_is_the_noise_variance(gen):
+    a = torch.randn(300, 6, generator=gen)
+    mean, se = denoising_loss(EpsilonModel(_Zero(), (6,)), a, [0.1, 1.0], 1200, seed=0)
+    assert np.all(np.abs(mean - 1.0) < 4 * se) and np.all(se < 0.05)  # |eps|^2 / d has mean 1
+
+
+def test_empirical_score_memorises_and_exact_score_does_not(gen):
+    x, _ = gaussian_mixture(8, 16, 1.0, 1.0, gen)
+    ref, _ = gaussian_mixture(8, 200, 1.0, 1.0, gen)
+    train, reference = EmpiricalScore(x), EmpiricalScore(ref)
+    samp = Sampler.from_config({"method": "heun", "grid": "log_snr", "steps": 60, "T": 5.0, "t_end": 1e-3})
+    fractions = {}
+    for name, score in (("empirical", train), ("exact", GaussianMixtureScore(torch.ones(8), 1.0))):
+        table = collapse_table(track_nearest(score, samp, train, 200, seed=2, reference=reference), train, reference)
+        fractions[name] = collapse_statistics(table, 50)["memorised_fraction"]
+        assert table["memorised_null"].mean() < 0.05  # nothing is a copy of the points it never saw
+    assert fractions == {"empirical": 1.0, "exact": 0.0}
+
+
+def test_snapshot_chain_ends_with_the_weights_of_one_run(tmp_path, gen):
+    x = torch.randn(40, 6, generator=gen)
+    model, cfg = {"width": 16, "depth": 1, "time_dim": 8, "dropout": 0.0}, {
+        "steps": 30, "batch_size": 8, "lr": 1e-3, "lr_decay": 0.9, "lr_decay_epochs": 2, "ema": 0.9}
+    straight, log, _ = train_network(x, "mlp", model, (6,), cfg, 5, tmp_path / "one.pt", progress=False)
+    previous = None
+    for step in (10, 20, 30):  # the chain of the train_snapshot stage, through its files
+        net, _, info = train_network(x, "mlp", model, (6,), {**cfg, "steps": step}, 5, tmp_path / "s.pt",
+                                     progress=False, start=previous)
+        full = load_checkpoint(tmp_path / "s.pt")
+        stages.save_network(net, "mlp", model, {}, tmp_path / f"step{step}.pt", extra=full)
+        (tmp_path / "s.pt").unlink()
+        assert info["resumed_from"] == step - 10
+        previous = tmp_path / f"step{step}.pt"
+    chained = load_network(previous)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), chained.state_dict().values()))
+    assert torch.equal(load_checkpoint(previous)["log"][:, 1], torch.as_tensor(log["loss"].to_numpy().copy()))
+
+
+MEMO_CONFIG = """
+seed: 1
+experiments:
+  memo:
+    dataset: {source: gaussian_mixture, d: 4, n: [8, 16], n_reference: 64}
+    scores: [exact]
+    sampler: {steps: 20, T: 5.0}
+    network_sampler: {steps: 20}
+    cloning: {n_pairs: 16, branch_times: [0.5, 1.0, 1.5], n_bootstrap: 20}
+    collapse: {n_trajectories: 8, n_pairs: 8, branch_times: [0.2, 0.5], n_bootstrap: 20}
+    entropy: {t_min: 0.1, t_max: 3.0, n_t: 4, n_samples: 32}
+    theory: {n_t: 20}
+    mlp: {width: 16, depth: 1, time_dim: 8}
+    train: {steps: STEPS, batch_size: 16, lr: 0.003, lr_decay: 1.0}
+    memorisation: {enabled: true, first_step: 10, per_decade: 2, n_samples: 40, n_show: 4, loss_points: 64,
+                   quality_blocks: 4, n_bootstrap: 50, threshold: 0.05}
+"""
+
+
+def test_snapshot_jobs_run_gather_and_a_longer_run_reuses_them(tmp_path):
+    from workflow_api import snakemake
+
+    from diffusion_regimes.io import read_table
+
+    config = tmp_path / "memo.yaml"
+    config.write_text(MEMO_CONFIG.replace("STEPS", "40"))
+    made = snakemake(tmp_path, configfile=config)
+    r = tmp_path / "results"
+    snaps = {f"results/memo_n{n}/models/mlp_snapshots/step{s}.pt" for n in (8, 16) for s in (10, 32, 40)}
+    assert snaps <= made
+    table, meta = read_table(r / "groups/memo/memorisation.parquet", stage="memorisation_group")
+    assert list(table.columns[:6]) == ["experiment", "n", "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_gen"]
+    assert list(table["n"]) == [8, 16] and set(table["tau_gen"]) <= {10.0, 32.0, 40.0}
+    assert {"gamma", "gamma_lo", "gamma_hi", "fit"} <= set(meta)
+    curve, cmeta = read_table(r / "memo_n8/mlp/memorisation.parquet", stage="memorisation")
+    assert list(curve["step"]) == [10, 32, 40] and len(cmeta["tau_mem_replicates"]) == 50
+    loss, _ = read_table(r / "memo_n8/mlp/denoising_loss.parquet")
+    assert len(loss) == 3 * 5 and (loss["loss_heldout_se"] > 0).all()
+    first = read_table(r / "memo_n8/mlp/memorisation/step10.parquet")[0]
+    assert first["sample"].notna().sum() == 4 and first["memorised"].dtype == bool
+    for png in ("memorised_fraction", "tau", "nearest", "collapse_entropy"):
+        assert (r / f"figures/groups/memo/{png}.png").stat().st_size > 5000
+    assert set(table["tau_mem_censored"]) <= {"none", "left", "right"}
+    # the experiment's network is its last snapshot's, not trained a second time
+    made = snakemake(tmp_path, configfile=config, targets=["results/memo_n8/models/mlp.pt"])
+    assert made == {"results/memo_n8/models/mlp.pt", "results/memo_n8/models/mlp_log.parquet"}
+    last = load_network(r / "memo_n8/models/mlp_snapshots/step40.pt")
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(),
+                                                 load_network(r / "memo_n8/models/mlp.pt").state_dict().values()))
+    assert len(read_table(r / "memo_n8/models/mlp_log.parquet")[0]) == 40
+    before = {s: (tmp_path / s).stat().st_mtime_ns for s in snaps}
+    config.write_text(MEMO_CONFIG.replace("STEPS", "100"))  # train longer: steps 10, 32, 100
+    made = snakemake(tmp_path, configfile=config)
+    new = {p for p in made if "/mlp_snapshots/" in p or "/memorisation/step" in p}
+    assert new == {f"results/memo_n{n}/{kind}" for n in (8, 16)
+                   for kind in ("models/mlp_snapshots/step100.pt", "mlp/memorisation/step100.parquet")}
+    assert all((tmp_path / s).stat().st_mtime_ns == before[s] for s in snaps if "step40" not in s)
+    assert list(read_table(r / "memo_n8/mlp/memorisation.parquet")[0]["step"]) == [10, 32, 100]
