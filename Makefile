@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train_unet.py --preset default --batch 64 --steps 40 --dropout 0 --speedups
 	$(BIN)/python benchmarks/bench_sampler_bias.py
 	$(BIN)/python benchmarks/bench_train_unet.py --preset paper32 --batch 16 --steps 5
+	$(BIN)/python benchmarks/bench_train_unet.py --preset memo_celeba --batch 512 --flops
 	$(BIN)/python benchmarks/bench_classifiers.py
 	$(BIN)/python benchmarks/bench_solvable.py
 	$(BIN)/python benchmarks/bench_workflow.py
