@@ -181,7 +181,7 @@ def bootstrap_interval(replicates: Sequence[float | None]) -> tuple[float, float
     """95 % percentile interval of tau replicates (NaN or None: never passed, counted as
     beyond every snapshot): the outer order statistics at 2.5 % and 97.5 %, so an open
     upper end is ``inf``; (NaN, NaN) without replicates."""
-    reps = np.array([np.nan if r is None else r for r in replicates], dtype=np.float64)
+    reps = np.asarray(replicates, dtype=np.float64)  # None (a JSON null) becomes NaN
     if not len(reps):
         return float("nan"), float("nan")
     filled = np.where(np.isnan(reps), np.inf, reps)

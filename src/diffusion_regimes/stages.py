@@ -36,7 +36,7 @@ from .scores import EmpiricalScore, score_model
 from .seeding import Stream, derive_seed, generator, shard_blocks
 from .spectrum import bulk_variance, covariance_eigenvalues, covariance_trace, spectrum_table
 from .theory import PHI_AT_T_S, alpha
-from .training import train_network
+from .training import loss_log_frame, train_network
 
 log = logging.getLogger("diffusion_regimes")
 
@@ -119,18 +119,13 @@ def _input_shape(arch: str, meta: dict, data: str) -> tuple[int, ...]:
         raise InputError(f"{data}: {err}") from None
 
 
-def _loss_log(state: dict) -> pd.DataFrame:
-    rows = state["log"].numpy().reshape(-1, 3)
-    return pd.DataFrame({"step": rows[:, 0].astype(np.int64), "loss": rows[:, 1], "lr": rows[:, 2]})
-
-
 def _network_from_snapshot(path: str, output: dict, arch: str, model: dict, train: dict, seed: int) -> None:
     net = load_network(path, "train_snapshot")
     state = load_checkpoint(path, required=("log", "step", "metadata"))
     if int(state["step"]) != train["steps"]:
         raise InputError(f"{path}: a snapshot at step {int(state['step'])}, not the configured {train['steps']}; "
                          "delete it and re-run")
-    loss_log = _loss_log(state)
+    loss_log = loss_log_frame(state["log"].numpy())
     made = state["metadata"] if isinstance(state["metadata"], dict) else {}
     results = {"parameters": count_parameters(net), "final_loss": float(loss_log["loss"].tail(100).mean()),
                "steps": int(state["step"]), "time_scale": net.time_scale, "from_snapshot": str(path),
@@ -563,15 +558,14 @@ def memorisation_snapshot(input: dict, output: dict, exp: str, score: str, memor
     training and held-out points per noise level. One row per sample (the collapse table's
     columns, and ``sample``, the denoised sample, for the first ``n_show``)."""
     from .memorisation import denoising_loss, kernel_distance
-    from .networks import NetworkScore
 
     x, _, meta = load_subset(input["data"])
     ref, _, _ = load_subset(input["reference"])
     if len(ref) < 2:
         raise InputError(f"{input['reference']}: the memorisation study needs held-out points (for images "
                          "dataset.holdout > 0)")
-    net = load_network(input["snapshot"], "train_snapshot")
-    fn = NetworkScore(net, sampler.get("batch_size", 512), device or "auto", sampler.get("precision", "fp32"))
+    fn = score_model(score, x, for_meta(meta), block, input["snapshot"], sampler, device)
+    net = fn.model  # the snapshot's EpsilonModel, for its denoising loss
     train_set, reference = EmpiricalScore(x, block), EmpiricalScore(ref, block)
     samp = Sampler.from_config(sampler)
     track = track_nearest(fn, samp, train_set, memorisation["n_samples"],
@@ -678,7 +672,7 @@ def memorisation_group(input: dict, output: dict, group: str, members: list[str]
         ent = read_metadata(per["entropy"][exp], "entropy")
         th = read_metadata(per["theory"][exp], "theory")
         last = curve.iloc[-1]
-        replicates = np.array([np.nan if r is None else r for r in meta["tau_mem_replicates"]], dtype=np.float64)
+        replicates = np.asarray(meta["tau_mem_replicates"], dtype=np.float64)  # JSON nulls (never passed): NaN
         lo, hi = bootstrap_interval(replicates)  # recomputed: the metadata's JSON has no inf
         rows.append({"experiment": exp, "n": int(meta["n"]), "tau_mem": meta["tau_mem"],
                      "tau_mem_lo": lo, "tau_mem_hi": hi, "tau_gen": meta["tau_gen"],

@@ -221,7 +221,10 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
     info = {"device": str(dev), "precision": precision, "channels_last": channels_last,
             "compile": bool(train_cfg.get("compile")), "ema": ema_decay, "resumed_from": resumed_from,
             "steps_per_second": (steps - resumed_from) / elapsed if steps > resumed_from else None}
-    frame = pd.DataFrame({"step": np.array([r[0] for r in log], dtype=np.int64),
-                          "loss": np.array([r[1] for r in log], dtype=np.float64),
-                          "lr": np.array([r[2] for r in log], dtype=np.float64)})
-    return model, frame, info
+    return model, loss_log_frame(np.asarray(log, dtype=np.float64)), info
+
+
+def loss_log_frame(rows: np.ndarray) -> pd.DataFrame:
+    """The loss log ``step, loss, lr`` from its rows (N, 3) (a training state's ``log``)."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    return pd.DataFrame({"step": rows[:, 0].astype(np.int64), "loss": rows[:, 1], "lr": rows[:, 2]})

@@ -250,10 +250,16 @@ def is_snapshot_of(wildcards):
     return mem["enabled"] and mem["score"] == wildcards.score
 
 
+def _training_data(exp):
+    """What training reads: the data, and the spectrum for ordering only (ancient: never a
+    reason to re-run; data without a speciation regime stop before any network is trained)."""
+    return {"data": paths.DATA.format(exp=exp), "spectrum": ancient(paths.SPECTRUM.format(exp=exp))}
+
+
 def train_inputs(wildcards):
     """Data (and the spectrum, for ordering only); the network of a memorisation study is
     its last snapshot's, trained once."""
-    inputs = {"data": paths.DATA.format(exp=wildcards.exp), "spectrum": ancient(paths.SPECTRUM.format(exp=wildcards.exp))}
+    inputs = _training_data(wildcards.exp)
     if is_snapshot_of(wildcards):
         inputs["snapshot"] = snapshot_paths(paths.WEIGHT_SNAPSHOT, wildcards.exp)[-1]
     return inputs
@@ -265,7 +271,7 @@ def snapshot_train_inputs(wildcards):
     step = int(wildcards.step)
     if step not in steps:
         raise ValueError(f"step {step} is not a snapshot step of {wildcards.exp}: {steps}")
-    inputs = {"data": paths.DATA.format(exp=wildcards.exp), "spectrum": ancient(paths.SPECTRUM.format(exp=wildcards.exp))}
+    inputs = _training_data(wildcards.exp)
     i = steps.index(step)
     if i:
         inputs["previous"] = paths.WEIGHT_SNAPSHOT.format(exp=wildcards.exp, score=wildcards.score, step=steps[i - 1])
