@@ -1,5 +1,5 @@
 # Quick start: `make run` (set-up + the workflow on config/config.yaml) and
-# `make test` (set-up + the test suite). The set-up creates .venv with the exact
+# `make test` (set-up + the test suite; `make test-fast` leaves out the slow tests). The set-up creates .venv with the exact
 # versions of constraints.txt. `make run CONFIG=config/embedded.yaml` runs another config
 # (checked first by `diffusion-regimes run`: a missing file or a YAML error is one line).
 PYTHON ?= python3
@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench report clean
+.PHONY: setup run test test-fast lint bench report clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples workflow/scripts
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/pytest
+
+# the edit loop: everything but the tests marked slow (whole workflow runs, long trainings)
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples workflow/scripts
+	$(BIN)/pytest -m "not slow" -q
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,slurm,bench]'

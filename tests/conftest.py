@@ -3,6 +3,17 @@ import torch
 
 torch.set_num_threads(2)
 
+#: fixtures that run a whole workflow: the tests that use them are slow
+_WORKFLOW_FIXTURES = {"tiny_run", "tiny_copy"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that run the tiny workflow, and the SLURM test, are marked slow (``make
+    test-fast`` leaves them out; ``make test`` runs everything)."""
+    for item in items:
+        if _WORKFLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def gen():

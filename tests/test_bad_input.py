@@ -163,6 +163,7 @@ def test_bad_config(case, tmp_path):
         assert not (work / "results").exists()
 
 
+@pytest.mark.slow
 def test_config_file_errors_name_the_file_and_line(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("seed: 0\nexperiments:\n  gmm: {dataset: {source: gaussian_mixture\n  other: [1, 2\n")
@@ -308,6 +309,7 @@ IMAGE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(IMAGE_CASES))
 def test_bad_image_files(case, tmp_path):
     source, make, words = IMAGE_CASES[case]
@@ -324,6 +326,7 @@ def test_bad_image_files(case, tmp_path):
 
 
 # ----------------------------------------------------------------------------- runs
+@pytest.mark.slow
 def test_no_speciation_regime_stops_before_any_network(tmp_path):
     """Digits at 8x8 have Lambda < 1: the spectrum stage refuses them, and neither the
     classifier nor the U-Net is trained."""
@@ -390,6 +393,7 @@ def test_kill_during_a_write_leaves_nothing_the_next_run_keeps(tmp_path):
     assert (folder / "table.parquet").read_bytes() == b"x"
 
 
+@pytest.mark.slow
 def test_killed_snakemake_lock_and_recovery(tmp_path):
     cfg = _tiny()
     cfg["experiments"] = {"gmm": cfg["experiments"]["gmm"]}

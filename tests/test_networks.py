@@ -28,6 +28,7 @@ def mixture(d: int, n: int, seed: int = 0):
     return sub.x, cls({**sub.meta, "d": d, "n": n})
 
 
+@pytest.mark.slow
 def test_mlp_on_the_mixture_speciates_as_the_closed_form(tmp_path):
     """d = 32, n = 4000 (it generalises: 4000 points in 32 dimensions), 6000 steps of the
     residual MLP: phi within 3 s.e. + 0.02 of the closed form at every branch time and t_S

@@ -25,6 +25,7 @@ from diffusion_regimes.theory import PHI_AT_T_S
 
 SRC = ROOT / "src" / "diffusion_regimes"
 TOY = ROOT / "tests" / "plugins" / "toy_source.py"
+TOY_SCORE = ROOT / "tests" / "plugins" / "toy_score.py"
 
 
 def _sources() -> dict[str, str]:
@@ -41,10 +42,10 @@ def test_config_layer_and_dag_evaluation_do_not_import_torch(tmp_path, with_plug
     code = ("import sys; import diffusion_regimes.config, diffusion_regimes.paths, diffusion_regimes.datamodels, "
             "diffusion_regimes.schedule; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
-    extra = {}  # a plugin data model beside the built-in ones
+    extra = {}  # a plugin data model and a plugin score model beside the built-in ones
     if with_plugin:
-        extra = {"plugins": [str(TOY)], "experiments": {"toy": {
-            "dataset": {"source": "axis_mixture", "d": 8, "n": 100}, "scores": ["exact"]}}}
+        extra = {"plugins": [str(TOY), str(TOY_SCORE)], "experiments": {"toy": {
+            "dataset": {"source": "axis_mixture", "d": 8, "n": 100}, "scores": ["exact", "toy_net"]}}}
     dag = (  # evaluating the whole DAG of the default config (what every cluster job does first)
         "import sys\n"
         "from pathlib import Path\n"
@@ -61,14 +62,38 @@ def test_config_layer_and_dag_evaluation_do_not_import_torch(tmp_path, with_plug
     subprocess.run([sys.executable, "-c", dag], check=True, capture_output=True, env=QUICK_ENV)
 
 
-def test_the_noise_convention_is_defined_once():
-    # Delta_t = 1 - e^{-2t}, Gamma_t, the forward process, the eps -> score conversion
-    assert _where(r"expm1\(-2") == ["schedule.py"]
-    assert _where(r"sigma\s*\*\*\s*2\s*\*\s*(math|np)\.exp\(-2") == ["schedule.py"]
-    assert _where(r"def forward_noise|def delta\(|def gamma\(") == ["schedule.py"]
-    assert _where(r"sqrt\(delta\(t\)\) \* |delta\(t\)\.sqrt\(\)\[") == ["schedule.py"]  # sqrt(Delta_t) * noise
-    assert _where(r"-1\.0 / math\.sqrt\(delta") == ["networks.py"]
-    assert _where(r"TIME_SCALE|time_scale \*") == ["networks.py"]
+def test_the_noise_convention_is_one_convention():
+    """Behaviour, not text: the forward process, the exact score, a network's noise
+    prediction and every prediction type agree on one convention, x_t = a e^{-t} +
+    sqrt(Delta_t) eps with F = -eps / sqrt(Delta_t) and c_noise = time_scale * t."""
+    from diffusion_regimes.networks import DEFAULT_TIME_SCALE, NetworkScore, predicted_noise
+    from diffusion_regimes.predictions import PREDICTIONS
+    from diffusion_regimes.schedule import delta, forward_noise, gamma
+    from diffusion_regimes.scores import GaussianMixtureScore
+
+    gen = torch.Generator().manual_seed(0)
+    sigma, d = 0.5, 4
+    a = sigma * torch.randn(20000, d, generator=gen)
+    exact = GaussianMixtureScore(torch.zeros(d), sigma)  # N(0, sigma^2 I)
+
+    class Optimal(torch.nn.Module):  # E[eps | x_t] for N(0, sigma^2 I), t read from c_noise
+        def forward(self, x, c_noise):
+            t = (c_noise / DEFAULT_TIME_SCALE).double()
+            dt = -torch.expm1(-2 * t)
+            return (torch.sqrt(dt) / (dt + sigma**2 * torch.exp(-2 * t)))[:, None].float() * x
+
+    net = NetworkScore(EpsilonModel(Optimal(), (d,)), device="cpu")
+    for t in (0.05, 0.5, 2.0):
+        eps = torch.randn(a.shape, generator=gen)
+        xt = forward_noise(a, torch.full((len(a),), t), eps)
+        assert float(xt.var()) == pytest.approx(gamma(t, sigma), rel=0.03)  # Gamma_t = Delta_t + sigma^2 e^{-2t}
+        torch.testing.assert_close(xt, a * math.exp(-t) + math.sqrt(delta(t)) * eps)
+        torch.testing.assert_close(net(xt[:64], t), exact(xt[:64], t), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(predicted_noise(exact, xt[:64], t), predicted_noise(net, xt[:64], t),
+                                   rtol=1e-4, atol=1e-5)
+        for kind in PREDICTIONS.values():  # each prediction type's target converts back to the noise
+            torch.testing.assert_close(kind.to_eps(kind.target(a[:64], eps[:64], t), xt[:64], t), eps[:64],
+                                       rtol=1e-4, atol=1e-4)
 
 
 def _call(text: str, open_paren: int) -> str:
@@ -92,17 +117,41 @@ def test_every_random_draw_goes_through_seeding():
 
 
 def test_stages_are_wiring():
-    stages = (SRC / "stages.py").read_text()
-    assert "paths." not in stages and "import paths" not in stages  # stages read what their rule declares
-    assert not re.search(r"\"(gaussian_mixture|hierarchical_mixture|curie_weiss|sklearn_digits)\"", stages)
-    for name in ("config.py", "stages.py", "data.py"):  # no ladder of sources by name outside the data models
+    """One stage module per rule file, each short, reading, calling one library function and
+    writing: no file layout of its own, no source or score named, no statistic."""
+    rules = {p.stem for p in (ROOT / "workflow/rules").glob("*.smk")} - {"common"}
+    modules = {p.stem for p in (SRC / "stages").glob("*.py")} - {"__init__", "common"}
+    assert modules == rules
+    statistic = re.compile(r"\.mean\(|\.std\(|\.var\(|np\.(mean|std|sqrt|percentile|median)|math\.sqrt|"
+                           r"bootstrap|replicate")
+    for path in (SRC / "stages").glob("*.py"):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 200, path.name
+        assert "paths." not in text and "import paths" not in text, path.name  # stages read what the rule declares
+        assert not statistic.search(text), (path.name, statistic.search(text).group())
+        assert not re.search(r"\"(gaussian_mixture|hierarchical_mixture|curie_weiss|sklearn_digits)\"", text)
+        assert not re.search(r"(==|!=|in) *\(?\"(exact|empirical|unet|mlp|external)\"", text), path.name
+    for name in ("config.py", "data.py"):  # no ladder of sources by name outside the data models
         assert not re.search(r"source\s*==\s*\"", (SRC / name).read_text()), name
+    for path in (ROOT / "workflow/rules").glob("*.smk"):  # the score-model registry decides, not the rules
+        text = path.read_text()
+        assert not re.search(r"wildcards\.score\s*(==|!=|in\b)|\"(exact|empirical|unet|mlp|external)\"", text), path
+
+
+def test_summary_columns_are_declared_once():
+    from diffusion_regimes import summary
+
+    names = summary.columns()
+    assert len(names) == len(set(names))
+    declared = [name for _, cols in summary.SOURCES for name, _, _ in cols]
+    for name in declared:  # each column declared (name, metadata key, dtype) once in the package
+        assert len(_where(rf"\(\"{name}\", \"\w+\", (\"\w+\"|None)\)")) == 1, name
 
 
 def test_one_phi_level_everywhere():
     assert PHI_AT_T_S == pytest.approx(0.77520, abs=1e-5)
     assert _where(r"0\.775") == ["theory.py"]  # only its docstring states the value
-    for doc in ("README.md", "config/README.md", "docs/design.md"):
+    for doc in ("README.md", "config/README.md", "docs/design.md", "docs/measurements.md", "docs/results.md"):
         text = (ROOT / doc).read_text()
         assert "0.775 " not in text and "0.7753" not in text, doc
 
@@ -198,19 +247,31 @@ def test_network_checkpoint_records_its_time_scale(tmp_path):
         def forward(self, x, c_noise):
             return self.w * x + c_noise[:, None]
 
-    from diffusion_regimes import models
+    from diffusion_regimes import scoremodels
 
-    models.ARCHITECTURES["raw_test"] = lambda cfg, shape: Raw()
+    @scoremodels.register
+    class RawTest(scoremodels.TrainedNetwork):
+        name = "raw_test"
+
+        @classmethod
+        def input_shape(cls, shape):
+            return tuple(shape)
+
+        @classmethod
+        def build_network(cls, settings, shape):
+            return Raw()
+
     try:
         save_network(EpsilonModel(Raw(), (3,), time_scale=7.0), "raw_test", {}, {}, tmp_path / "n.pt")
         back = load_network(tmp_path / "n.pt")
     finally:
-        del models.ARCHITECTURES["raw_test"]
+        del scoremodels.REGISTRY["raw_test"]
     assert back.time_scale == 7.0 and back.shape == (3,)
     x, t = torch.zeros(2, 3), torch.full((2,), 0.5)
     torch.testing.assert_close(back(x, t), torch.full((2, 3), 3.5))  # c_noise = 7 * 0.5
 
 
+@pytest.mark.slow
 def test_a_data_model_from_a_plugin_runs_the_whole_dag(tmp_path):
     """Adding a solvable data model is one class with its schema entry (tests/plugins/toy_source.py)."""
     cfg = {"seed": 1, "plugins": [str(TOY)], "experiments": {"toy": {
@@ -234,4 +295,41 @@ def test_a_data_model_from_a_plugin_runs_the_whole_dag(tmp_path):
     assert theory["model"] == "axis_mixture" and theory["Lambda_population"] == 17.0
     cfg["experiments"]["toy"]["dataset"]["mass"] = 1  # the plugin's schema entry is enforced
     with pytest.raises(ConfigError, match="unknown key 'mass' for source 'axis_mixture'"):
+        validate_config(cfg)
+
+
+@pytest.mark.slow
+def test_a_score_model_from_a_plugin_runs_every_measurement(tmp_path):
+    """Adding a score kind is one class (tests/plugins/toy_score.py, a small network trained
+    by the workflow): cloning, collapse, U-turns and the memorisation study run on it with no
+    other file touched."""
+    cfg = {"seed": 2, "plugins": [str(TOY_SCORE)], "experiments": {"toy": {
+        "dataset": {"source": "gaussian_mixture", "d": 8, "n": 64, "mu_tilde": 1.5},
+        "scores": ["toy_net"],
+        "toy_net": {"width": 16},
+        "network_sampler": {"steps": 30, "T": 4.0},
+        "train": {"steps": 300, "batch_size": 64, "lr": 0.003},
+        "cloning": {"n_pairs": 128, "branch_times": [0.3, 0.6, 1.0, 1.5, 2.5], "n_bootstrap": 50},
+        "collapse": {"n_trajectories": 16, "n_pairs": 16, "branch_times": [0.2, 0.5], "n_bootstrap": 20},
+        "uturn": {"enabled": True, "n_points": 64, "branch_times": [0.3, 0.6, 1.0, 1.5, 2.5], "n_bootstrap": 50},
+        "entropy": {"t_min": 0.1, "t_max": 3.0, "n_t": 5, "n_samples": 64},
+        "memorisation": {"enabled": True, "score": "toy_net", "first_step": 100, "per_decade": 2,
+                         "n_samples": 32, "loss_points": 64, "n_show": 4},
+        "theory": {"n_t": 50}}}}
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(cfg))
+    made = snakemake(tmp_path / "work", configfile=tmp_path / "toy.yaml")
+    for out in ("results/toy/toy_net/cloning.parquet", "results/toy/toy_net/collapse_times.parquet",
+                "results/toy/toy_net/uturn.parquet", "results/toy/toy_net/memorisation.parquet",
+                "results/figures/toy/memorisation.png", "results/summary.parquet"):
+        assert out in made, out
+    summary, _ = read_table(tmp_path / "work/results/summary.parquet")
+    row = summary[summary["score"] == "toy_net"].iloc[0]
+    for col in ("t_S_measured", "t_U_measured", "t_C_measured", "memorised_fraction"):
+        assert math.isfinite(row[col]), col
+    curve, meta = read_table(tmp_path / "work/results/toy/toy_net/memorisation.parquet")
+    assert list(curve["step"]) == [100, 300] and curve["loss_heldout"].notna().all()
+    model = load_network(tmp_path / "work/results/toy/models/toy_net.pt")
+    assert model.record("toy_net", {})["arch"] == "toy_net" and len(model.net.state_dict()) == 4
+    cfg["experiments"]["toy"]["toy_net"]["depth"] = 2  # the plugin's schema of its block is enforced
+    with pytest.raises(ConfigError, match="unknown key 'depth'"):
         validate_config(cfg)

@@ -140,6 +140,7 @@ def test_describe_model_unknown_experiment_is_one_line(capsys):
     assert err.count("\n") == 1 and "has ['digits', 'gmm']" in err
 
 
+@pytest.mark.slow
 def test_classifier_reaches_threshold_on_digits(tmp_path):
     stages.subset({}, {"data": str(tmp_path / "d.parquet"), "reference": str(tmp_path / "r.parquet")}, "e",
                   {"source": "sklearn_digits", "classes": [1, 8]}, 0)  # holdout 0: all 356 images

@@ -15,6 +15,7 @@ turns agreements into phi(t) with bootstrap errors (:func:`agreement_table`).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,14 +27,16 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from .bootstrap import finite_spread, percentile_interval, replicate_means, standard_error
 from .errors import InputError
 from .io import read_metadata
 from .sampling import EVALS_PER_STEP, Sampler, tweedie
 from .scores import Score
-from .seeding import Stream, generator, numpy_generator, shard_blocks
+from .seeding import Stream, derive_seed, generator, shard_blocks
 from .theory import PHI_AT_T_S, crossing_time
 
 Labeller = Callable[[torch.Tensor], torch.Tensor]
+log = logging.getLogger("diffusion_regimes")
 
 
 @dataclass
@@ -176,28 +179,18 @@ def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int
     K, P = agree.shape
     a = agree.astype(np.float32)
     phi = a.mean(1)
-    rng = numpy_generator(seed)
-    boots = np.empty((n_boot, K), dtype=np.float64)
-    chunk = max(1, int(2e7 // max(K * P, 1)))
-    for b0 in range(0, n_boot, chunk):
-        nb = min(chunk, n_boot - b0)
-        sample = rng.integers(0, P, size=(nb, P))
-        boots[b0:b0 + nb] = a[:, sample].mean(-1).T
+    boots = replicate_means(a, n_boot, seed)  # (n_boot, K): pairs resampled jointly across branch times
     if flip > 0:
         phi, boots = correct_for_label_flips(phi, flip), correct_for_label_flips(boots, flip)
+    lo, hi = percentile_interval(boots)
     table = pd.DataFrame({
         "t": times.astype(np.float64), "phi": phi.astype(np.float64),
-        "phi_se": boots.std(0, ddof=1) if n_boot > 1 else np.full(K, np.nan),
-        "phi_lo": np.percentile(boots, 2.5, axis=0), "phi_hi": np.percentile(boots, 97.5, axis=0),
-        "n_pairs": np.full(K, P, dtype=np.int64)})
+        "phi_se": standard_error(boots) if n_boot > 1 else np.full(K, np.nan),
+        "phi_lo": lo, "phi_hi": hi, "n_pairs": np.full(K, P, dtype=np.int64)})
     scalars = {}
     if level is not None:
-        crossing = crossing_time(times, phi, level)
-        boot_cross = np.array([crossing_time(times, bp, level) for bp in boots])
-        ok = np.isfinite(boot_cross)
-        scalars = {"crossing": crossing,
-                   "crossing_se": float(boot_cross[ok].std(ddof=1)) if ok.sum() > 1 else float("nan"),
-                   "crossing_missed": int((~ok).sum())}
+        se, missed = finite_spread(np.array([crossing_time(times, bp, level) for bp in boots]))
+        scalars = {"crossing": crossing_time(times, phi, level), "crossing_se": se, "crossing_missed": missed}
     return table, scalars
 
 
@@ -264,3 +257,74 @@ def empty_snapshots(d: int) -> pa.Table:
     return pa.table({"t": pa.array([], pa.float64()), "kind": pa.array([], pa.string()),
                      "branch_t": pa.array([], pa.float64()),
                      "x": pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), d)})
+
+
+# ----------------------------------------------------------------------------- the measurement
+#: summary columns (name, key of the gathered metadata, dtype): one row per (experiment, score)
+SUMMARY = (("t_S_measured", "t_S_measured", "Float64"), ("t_S_measured_se", "t_S_measured_se", "Float64"),
+           ("t_S_measured_missed", "t_S_measured_missed", "Int64"), ("classifier_accuracy", "accuracy", "Float64"),
+           ("t_S_measured_corrected", "t_S_measured_corrected", "Float64"),
+           ("t_S_measured_corrected_se", "t_S_measured_corrected_se", "Float64"),
+           ("t_S_measured_corrected_generated", "t_S_measured_corrected_generated", "Float64"))
+
+
+def shard(score: Score, score_name: str, label: Labeller, accuracy: float | None, sampler: dict, d: int,
+          t_S: float, cloning: dict, seed: int, exp: str, shard: int = 0) -> tuple[pa.Table, pa.Table, dict, dict]:
+    """Pairs of shard ``shard`` of ``cloning.shards`` for a score model: (raw labels, the
+    snapshots of pair 0 (empty unless this shard has block 0), results, config record)."""
+    samp = Sampler.from_config(sampler)
+    branch = branch_times_ou(cloning["branch_times"], t_S, cloning.get("time_unit", "t_S"))
+    blocks = shard_blocks(cloning["n_pairs"], cloning["pair_batch"], shard, cloning.get("shards", 1))
+    res = clone_shared_trunk(score, samp, branch, cloning["n_pairs"], d, label,
+                             derive_seed(seed, exp, Stream.CLONING, score_name), cloning["pair_batch"],
+                             progress=True, blocks=blocks)
+    confidence = label.confidence_counts() if hasattr(label, "confidence_counts") else {}
+    results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy, "blocks": blocks, **confidence,
+               "sampler_settings": samp.settings,
+               "nfe_rerun_per_branch": rerun_per_branch_nfe(samp, branch, cloning["n_pairs"])}
+    cfg = {"cloning": cloning, "sampler": samp.settings, "score": score_name, "shard": shard}
+    snaps = snapshot_table(res, float(samp.grid[-1]), score) if res.snapshots else empty_snapshots(d)
+    return labels_table(res), snaps, results, cfg
+
+
+def gather(times: np.ndarray, trunk: np.ndarray, clone: np.ndarray, metas: list[dict], data_model, t_S: float,
+           Lambda: float, cloning: dict, seed: int, exp: str, score_name: str) -> tuple[pd.DataFrame, dict, dict]:
+    """The shards gathered: phi(t) with bootstrap errors, the measured t_S, the data model's
+    extra levels of agreement (the hierarchical mixture's super-class and class within it),
+    and for classes from a classifier phi corrected for its held-out error. Returns
+    (table, results, config record)."""
+    n_boot = cloning["n_bootstrap"]
+    boot = derive_seed(seed, exp, Stream.BOOTSTRAP, score_name)
+    agree = clone == trunk[None]
+    table, cross = agreement_table(times, agree, n_boot, boot)
+    levels = {}
+    for name, level_agree in data_model.agreement_levels(trunk, clone).items():
+        c = add_agreement_columns(table, name, times, level_agree, n_boot,
+                                  derive_seed(seed, exp, Stream.BOOTSTRAP, score_name, name))
+        levels.update({f"t_S_{name}_measured": c["crossing"], f"t_S_{name}_measured_se": c["crossing_se"],
+                       f"t_S_{name}_measured_missed": c["crossing_missed"]})
+    accuracy = metas[0]["accuracy"]
+    if accuracy is not None:  # classes from a classifier: phi corrected for its held-out error as well
+        eps = 1.0 - accuracy
+        c = add_agreement_columns(table, "corrected", times, agree, n_boot, boot, flip=eps)
+        labelled = sum(m.get("labelled", 0) for m in metas)
+        # and for the label noise of the generated samples, seen at the latest branch time
+        noise = label_noise_from_latest_branch(float(table["phi"].iloc[0]))
+        _, g = agreement_table(times, agree, n_boot, boot, flip=noise)
+        levels.update({"t_S_measured_corrected": c["crossing"], "t_S_measured_corrected_se": c["crossing_se"],
+                       "label_noise_generated": noise, "t_S_measured_corrected_generated": g["crossing"],
+                       "t_S_measured_corrected_generated_se": g["crossing_se"],
+                       "label_error": eps,
+                       "confidence_mean": sum(m.get("confidence_sum", 0.0) for m in metas) / max(labelled, 1),
+                       "low_confidence_fraction": sum(m.get("low_confidence", 0) for m in metas) / max(labelled, 1)})
+    if cross["crossing_missed"]:
+        log.warning("cloning %s: %d of %d bootstrap replicates of phi never cross %.4f; the s.e. of t_S is "
+                    "over the others", score_name, cross["crossing_missed"], n_boot, PHI_AT_T_S)
+    results = {"nfe": int(sum(m["nfe"] for m in metas)), "t_S_measured": cross["crossing"],
+               "t_S_measured_se": cross["crossing_se"], "t_S_measured_missed": cross["crossing_missed"],
+               **levels, "t_S": t_S, "Lambda": Lambda,
+               "level": PHI_AT_T_S, "accuracy": accuracy, "shards": len(metas),
+               "nfe_rerun_per_branch": metas[0]["nfe_rerun_per_branch"]}
+    cfg = {"cloning": {**metas[0]["config"]["cloning"], **cloning}, "sampler": metas[0]["sampler_settings"],
+           "score": score_name}
+    return table, results, cfg

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .bootstrap import mean_se, replicate_means, standard_error
 from .sampling import Sampler
 from .scores import EmpiricalScore, Score
-from .seeding import Stream, generator, numpy_generator, shard_blocks
+from .seeding import Stream, derive_seed, generator, shard_blocks
 
 #: a final sample is memorised when d1 / d2 is below this ratio
 MEMORISED_RATIO = 1.0 / 3.0
@@ -134,12 +135,6 @@ def collapse_table(track: Tracking, train: EmpiricalScore, reference: EmpiricalS
     return pd.DataFrame(columns)
 
 
-def _mean_se(v: np.ndarray) -> tuple[float, float]:
-    v = v[np.isfinite(v)]
-    mean = float(v.mean()) if len(v) else float("nan")
-    return mean, float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-
-
 def collapse_statistics(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> dict:
     """Scalars of a collapse-times table: the mean collapse time (all trajectories, the
     memorised ones, and against the reference set) with standard errors, the median, the
@@ -147,16 +142,14 @@ def collapse_statistics(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) -
     d* and the number of distinct final training points."""
     tc = table["t_collapse"].to_numpy()
     mem = table["memorised"].to_numpy(dtype=bool)
-    t_c, t_c_se = _mean_se(tc)
-    t_mem, t_mem_se = _mean_se(tc[mem])
-    t_null, t_null_se = _mean_se(table["t_collapse_null"].to_numpy(dtype=np.float64))
-    rng = numpy_generator(seed)
-    boots = (mem[rng.integers(0, len(mem), size=(n_boot, len(mem)))].mean(1) if len(mem) and n_boot > 1
-             else np.full(2, np.nan))
+    t_c, t_c_se = mean_se(tc)
+    t_mem, t_mem_se = mean_se(tc[mem])
+    t_null, t_null_se = mean_se(table["t_collapse_null"].to_numpy(dtype=np.float64))
+    boots = replicate_means(mem, n_boot, seed) if len(mem) and n_boot > 1 else np.full(2, np.nan)
     return {"t_C_measured": t_c, "t_C_measured_se": t_c_se,
             "t_C_median": float(np.median(tc)) if len(tc) else float("nan"),
             "memorised_fraction": float(mem.mean()) if len(mem) else float("nan"),
-            "memorised_fraction_se": float(boots.std(ddof=1)),
+            "memorised_fraction_se": float(standard_error(boots)),
             "memorised_fraction_null": float(table["memorised_null"].to_numpy(dtype=bool).mean())
             if len(mem) else float("nan"),
             "memorised_count": int(mem.sum()),
@@ -165,3 +158,61 @@ def collapse_statistics(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) -
             "d_star_mean": float(table["d_star"].mean()),
             "distinct_final_points": int(table["nearest_index"].nunique()),
             "criterion": f"d1/d2 < {MEMORISED_RATIO:.4g} (l2 over sqrt(d), denoised final samples)"}
+
+
+# ----------------------------------------------------------------------------- the measurement
+#: summary columns (name, key of the gathered metadata, dtype): one row per (experiment, score)
+SUMMARY = (("t_C_measured", "t_C_measured", "Float64"), ("memorised_fraction", "memorised_fraction", "Float64"),
+           ("memorised_fraction_se", "memorised_fraction_se", "Float64"),
+           ("memorised_fraction_null", "memorised_fraction_null", "Float64"),
+           ("t_C_memorised", "t_C_memorised", "Float64"), ("t_C_null", "t_C_null", "Float64"))
+
+
+def shard(score: Score, score_name: str, x: torch.Tensor, x_ref: torch.Tensor, sampler: dict, t_S: float,
+          collapse: dict, block: int, seed: int, exp: str, shard: int = 0) -> tuple[pd.DataFrame, object, dict, dict]:
+    """Trajectories and clone pairs of shard ``shard`` of ``collapse.shards``: nearest training
+    (and reference) points along the trajectories, memorisation of the final samples, and the
+    clone pairs' final nearest training points. Returns (collapse table, labels table of the
+    pairs, results, config record)."""
+    from . import cloning
+
+    train_set = score if isinstance(score, EmpiricalScore) else EmpiricalScore(x, block)
+    reference = EmpiricalScore(x_ref, block) if len(x_ref) >= 2 else None
+    samp = Sampler.from_config(sampler)
+    shards, batch = collapse.get("shards", 1), collapse["pair_batch"]
+    nfe0 = samp.nfe
+    track = track_nearest(
+        score, samp, train_set, collapse["n_trajectories"], derive_seed(seed, exp, Stream.COLLAPSE, score_name),
+        collapse["track_every"], batch, progress=True,
+        blocks=shard_blocks(collapse["n_trajectories"], batch, shard, shards), reference=reference)
+    t_end = float(samp.grid[-1])
+
+    def nearest_label(xf):
+        return train_set.nearest(xf, t_end)[0]
+
+    branch = cloning.branch_times_ou(collapse["branch_times"], t_S, collapse.get("time_unit", "t_S"))
+    res = cloning.clone_shared_trunk(score, samp, branch, collapse["n_pairs"], x.shape[1], nearest_label,
+                                     derive_seed(seed, exp, Stream.COLLAPSE_CLONING, score_name), batch,
+                                     progress=True, blocks=shard_blocks(collapse["n_pairs"], batch, shard, shards))
+    cfg = {"collapse": collapse, "sampler": samp.settings, "score": score_name, "shard": shard}
+    results = {"nfe_trajectories": samp.nfe - nfe0 - res.nfe, "nfe": res.nfe, "times": res.times.tolist(),
+               "sampler_settings": samp.settings}
+    return collapse_table(track, train_set, reference), cloning.labels_table(res), results, cfg
+
+
+def gather(table: pd.DataFrame, times: np.ndarray, trunk: np.ndarray, clone: np.ndarray, metas: list[dict],
+           collapse: dict, seed: int, exp: str, score_name: str) -> tuple[pd.DataFrame, dict, dict]:
+    """The shards gathered: the statistics of the collapse times (:func:`collapse_statistics`)
+    and phi_C(t), the probability that two clones end on the same training point. Returns
+    (phi_C table, results, config record)."""
+    from . import cloning
+
+    phi, _ = cloning.agreement_table(times, clone == trunk[None], collapse["n_bootstrap"],
+                                     derive_seed(seed, exp, Stream.BOOTSTRAP_COLLAPSE, score_name), level=None)
+    phi_c = phi.rename(columns={"phi": "phi_c", "phi_se": "phi_c_se", "phi_lo": "phi_c_lo", "phi_hi": "phi_c_hi"})
+    results = {**collapse_statistics(table, collapse["n_bootstrap"],
+                                     derive_seed(seed, exp, Stream.BOOTSTRAP_MEMORISED, score_name)),
+               "nfe": int(sum(m["nfe"] for m in metas)), "shards": len(metas)}
+    cfg = {"collapse": {**metas[0]["config"]["collapse"], **collapse}, "sampler": metas[0]["sampler_settings"],
+           "score": score_name}
+    return phi_c, results, cfg

@@ -26,21 +26,13 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError, InputError
-from .external import diffusers_time_range, external_inputs
 from .memorisation import snapshot_steps
-from .schedule import DDPM_STEPS, time_grid
+from .schedule import DDPM_STEPS
+from .scoremodels import needs_message, registered_kinds, score_kind
+from .scoremodels.external import sampler_range
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
 
-#: score models that need a trained network, and the config block of each one's architecture
-NETWORK_BLOCKS = {"unet": "model", "mlp": "mlp"}
-NETWORK_SCORES = tuple(NETWORK_BLOCKS)
-#: score models sampled with the network_sampler and run on the config's device: the networks
-#: trained here and ``external`` (a model trained elsewhere, the ``external`` block)
-SAMPLED_AS_NETWORK = NETWORK_SCORES + ("external",)
-#: every score model (collapse and memorisation are measured for all of them: the exact score,
-#: which cannot memorise, is their control)
-SCORE_KINDS = ("exact", "empirical") + SAMPLED_AS_NETWORK
 #: dataset keys that may hold a list: the experiment expands into one per value
 GRID_KEYS = ("d", "n", "beta", "per_class")
 #: per config block, the keys that cannot change a result (speed, resumption): they reach the
@@ -54,15 +46,41 @@ def _package_schema() -> dict:
     return yaml.safe_load(text)
 
 
-def load_schema(plugin_entries: dict | None = None) -> dict:
+def load_schema(plugin_entries: dict | None = None, plugins: list[str] | None = None) -> dict:
     """The config schema, with the dataset block assembled from ``$defs/datasets`` and the
-    plugins' entries (name -> JSON Schema of the dataset block, with ``x-kind``)."""
+    plugins' entries (name -> JSON Schema of the dataset block, with ``x-kind``), and the
+    score models: the built-in ones and those of the (loaded) ``plugins``."""
     schema = copy.deepcopy(_package_schema())
     entries = {**schema["$defs"]["datasets"], **(plugin_entries or {})}
     dataset = schema["$defs"]["dataset"]
     dataset["properties"] = {"source": {"enum": [n for e in entries.values() for n in _source_names(e)]}}
     dataset["oneOf"] = list(entries.values())
+    _add_score_models(schema, plugins or [])
     return schema
+
+
+def _add_score_models(schema: dict, plugins: list[str]) -> None:
+    """The score models of the registry in the experiment schema: the names a ``scores``
+    list and ``memorisation.score`` admit, and a plugin kind's config block. Only the
+    built-in kinds and those of the config's own ``plugins`` (another config's plugins,
+    imported earlier in the same process, are not this config's)."""
+    from .datamodels import PLUGIN_MODULES
+
+    modules = {PLUGIN_MODULES[p] for p in plugins if p in PLUGIN_MODULES}
+    kinds = {name: cls for name, cls in registered_kinds().items()
+             if cls.__module__.startswith("diffusion_regimes.") or cls.__module__ in modules}
+    props = schema["$defs"]["experiment"]["properties"]
+    props["scores"]["items"] = {"enum": list(kinds)}
+    props["memorisation"]["properties"]["score"]["enum"] = [n for n, c in kinds.items() if c.trainable]
+    for cls in kinds.values():
+        if cls.block and cls.block not in props and cls.schema is None:
+            raise ConfigError(f"plugins: score model {cls.name!r} has no schema for its config block {cls.block!r} "
+                              "(a class attribute 'schema', a JSON Schema object)")
+        if cls.block and cls.schema is not None:
+            if cls.block in props:
+                raise ConfigError(f"plugins: score model {cls.name!r} names the config block {cls.block!r}, "
+                                  "which the experiment already has; give it another")
+            props[cls.block] = {"type": "object", "default": {}, **copy.deepcopy(cls.schema)}
 
 
 def _source_names(entry: dict) -> list[str]:
@@ -115,11 +133,6 @@ def memorisation_steps(exp_cfg: dict) -> list[int]:
     one ``train.steps``."""
     mem = exp_cfg["memorisation"]
     return snapshot_steps(mem["first_step"], exp_cfg["train"]["steps"], mem["per_decade"])
-
-
-def sampler_settings(cfg: dict) -> dict:
-    """The keys of a sampler block that matter (``T`` and ``t_end`` do not on the ddpm grid)."""
-    return {k: v for k, v in cfg.items() if cfg["grid"] != "ddpm" or k not in ("T", "t_end")}
 
 
 def result_keys(block: str, cfg: dict) -> dict:
@@ -275,51 +288,13 @@ def _plugin_entries(specs: list) -> dict:
     return entries
 
 
-def _sampler_range(s: dict) -> tuple[float, float]:
-    """(t_end, T) of the grid of a sampler block."""
-    grid = time_grid(s["grid"], s["steps"], None if s["grid"] == "ddpm" else s["T"], s["t_end"])
-    return float(grid[-1]), float(grid[0])
-
-
-def _check_external(where: str, ext: dict, sampler: dict) -> None:
-    """The keys each kind of external model needs, its folder (nothing is fetched), and for
-    diffusers models the network sampler's range inside the model's steps."""
-    kind = ext["kind"]
-    if kind is None:
-        raise _fail(f"{where}.kind", "score model 'external' needs external.kind: diffusers, edm or python")
-    need = {"diffusers": ("path",), "edm": ("entry", "shape"), "python": ("entry",)}[kind]
-    for key in need:
-        if ext[key] is None:
-            raise _fail(f"{where}.{key}", f"external.kind {kind} needs external.{key}")
-    if kind == "diffusers" and not Path(ext["path"]).is_dir():
-        raise _fail(f"{where}.path", f"{ext['path']} is not a folder: give the local folder that "
-                    "save_pretrained wrote (nothing is downloaded)")
-    if kind == "diffusers":  # the folder's files, checked once here (external imports no torch)
-        try:
-            external_inputs(ext)
-            first, last = diffusers_time_range(ext["path"])
-        except InputError as err:
-            raise _fail(f"{where}.path", str(err)) from None
-        lo, hi = _sampler_range(sampler)
-        if hi > last + 1e-9 or lo < first * (1 - 1e-6):
-            raise _fail(where.rsplit(".", 1)[0] + ".network_sampler", f"its grid [{lo:.4g}, {hi:.4g}] leaves the "
-                        f"model's steps, OU times [{first:.4g}, {last:.4g}]: set T and t_end inside them")
-    if ext["entry"] is not None and ":" not in ext["entry"]:
-        raise _fail(f"{where}.entry", "give module:function or path/to/file.py:function")
-
-
 def _check_experiment(name: str, exp: dict) -> None:
     """The rules of one experiment that the schema cannot say."""
     where = f"experiments.{name}"
     source = exp["dataset"]["source"]
     kind = source_kind(source)
     for score in exp["scores"]:
-        if score == "exact" and kind != "solvable":
-            raise _fail(f"{where}.scores", f"'exact' needs a solvable data model (source {source!r} is {kind})")
-        if score == "unet" and kind != "images":
-            raise _fail(f"{where}.scores", f"'unet' needs image data, not source {source} (use 'mlp' for vectors)")
-    if "external" in exp["scores"]:
-        _check_external(f"{where}.external", exp["external"], exp["network_sampler"])
+        score_kind(score).check(where, exp, kind)
     if exp["symmetry"]["enabled"] and not source_entry(source).get("x-symmetry"):
         raise _fail(f"{where}.symmetry.enabled", f"the potential is that of the two-Gaussian mixture, not {source}")
     for key in ("cloning", "collapse", "uturn"):
@@ -335,12 +310,12 @@ def _check_experiment(name: str, exp: dict) -> None:
         if s["grid"] == "ddpm" and s["method"] == "euler_maruyama":
             raise _fail(f"{where}.{key}.method", "euler_maruyama is unstable on the ddpm grid as t -> 0 (its first "
                         "steps are long next to Delta_t): use heun or ddpm, or the log_snr grid")
-    used = [("network_sampler" if s in SAMPLED_AS_NETWORK else "sampler") for s in exp["scores"]]
+    used = [score_kind(s).sampler for s in exp["scores"]]
     for stage in ("cloning", "uturn"):  # OU branch times must lie inside every sampler that runs them
         if exp[stage]["time_unit"] != "ou" or (stage == "uturn" and not exp["uturn"]["enabled"]):
             continue
         for key in dict.fromkeys(used):
-            lo, hi = _sampler_range(exp[key])
+            lo, hi = sampler_range(exp[key])
             bad = [b for b in exp[stage]["branch_times"] if not lo <= b <= hi]
             if bad:
                 raise _fail(f"{where}.{stage}.branch_times", f"OU time {bad[0]} is outside the {key}'s grid "
@@ -354,19 +329,15 @@ def _check_experiment(name: str, exp: dict) -> None:
     ent = exp["entropy"]
     if ent["t_min"] >= ent["t_max"]:
         raise _fail(f"{where}.entropy.t_min", "must be below t_max")
-    if "unet" in exp["scores"] and exp["dataset"].get("size"):
-        factor = 2 ** (len(exp["model"]["channel_mult"]) - 1)
-        if exp["dataset"]["size"] % factor:
-            raise _fail(f"{where}.dataset.size", f"the U-Net with {len(exp['model']['channel_mult'])} "
-                        f"resolutions needs a size divisible by {factor}")
 
 
 def _check_memorisation(where: str, exp: dict, kind: str) -> None:
     mem = exp["memorisation"]
     if not mem["enabled"]:
         return
-    if mem["score"] == "unet" and kind != "images":
-        raise _fail(f"{where}.memorisation.score", "'unet' needs image data (use 'mlp' for vectors)")
+    cls = score_kind(mem["score"])
+    if cls.needs and cls.needs != kind:
+        raise _fail(f"{where}.memorisation.score", needs_message(cls, kind))
     if mem["first_step"] > exp["train"]["steps"]:
         raise _fail(f"{where}.memorisation.first_step", f"{mem['first_step']} is past train.steps = "
                     f"{exp['train']['steps']}: lower it or train longer")
@@ -402,7 +373,7 @@ def validate_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise ConfigError("config error: the config must be a mapping with an 'experiments' key; "
                           "see config/README.md")
-    schema = load_schema(_plugin_entries(config.get("plugins", [])))
+    schema = load_schema(_plugin_entries(config.get("plugins", [])), config.get("plugins", []))
     _fill_defaults(config, schema, schema)
     errors = list(_Validator(schema).iter_errors(config))
     if errors:

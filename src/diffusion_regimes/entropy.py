@@ -88,3 +88,31 @@ def entropy_collapse_time(table: pd.DataFrame, d: int, factor: float = 1.0) -> f
     """t_C: where the measured f(t) crosses ``factor`` times :func:`collapse_level` (NaN if it
     does not). The level is a finite-d convention: ``factor`` 1/2 and 2 give its band."""
     return crossing_time(table["t"].to_numpy(), table["f"].to_numpy(), factor * collapse_level(d))
+
+
+# ----------------------------------------------------------------------------- the measurement
+#: summary columns (name, key of the gathered metadata, dtype): one row per experiment
+SUMMARY = (("t_C_entropy", "t_C", "Float64"), ("t_C_entropy_lo", "t_C_lo", "Float64"),
+           ("t_C_entropy_hi", "t_C_hi", "Float64"))
+
+
+def shard(x: torch.Tensor, entropy: dict, block: int, seed: int, shard: int = 0,
+          progress: bool = True) -> tuple[pd.DataFrame, list[int]]:
+    """The time points of shard ``shard`` of ``entropy.shards`` of the Monte Carlo f(t):
+    (table, the indices of its time points)."""
+    from .seeding import shard_blocks
+
+    keys = shard_blocks(entropy["n_t"], 1, shard, entropy.get("shards", 1))
+    table = excess_entropy(EmpiricalScore(x, block), entropy_times(entropy)[keys], entropy["n_samples"], seed,
+                           progress=progress, keys=keys)
+    return table, keys
+
+
+def gather(table: pd.DataFrame, n: int, d: int) -> dict:
+    """The scalars of the gathered f(t): alpha, t_C where f crosses the collapse level, and the
+    band of t_C at half and twice that level."""
+    from .theory import alpha
+
+    return {"alpha": alpha(n, d), "t_C": entropy_collapse_time(table, d),
+            "t_C_lo": entropy_collapse_time(table, d, 0.5), "t_C_hi": entropy_collapse_time(table, d, 2.0),
+            "level": collapse_level(d), "n": n, "d": d}

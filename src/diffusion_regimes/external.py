@@ -25,8 +25,12 @@ Three ways (the config's ``external`` block, score model ``external``):
 
 The model must have been trained on the data as the dataset block gives them (for image
 sources: pixels in [0, 1] centred by the training split's mean, unless ``standardize``).
-torch is imported inside the functions, so that the workflow can list a model's files
-(:func:`external_inputs`) without it.
+The files a model reads and its schedule's times (torch-free: the workflow lists them and
+validation checks the sampler's range) belong to the score kind,
+:mod:`diffusion_regimes.scoremodels.external`; this module converts the loaded networks.
+Every converted network has the interface of
+:class:`diffusion_regimes.networks.BatchedNetworkScore` (valid OU times, batches on a
+device, the per-sample denoising loss), except a ``python`` entry point's own callable.
 """
 
 from __future__ import annotations
@@ -39,175 +43,53 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
+import torch
 
 from .errors import InputError
-from .schedule import delta, ou_time
-
-if TYPE_CHECKING:
-    import torch
-
-PREDICTIONS = ("epsilon", "v_prediction", "sample")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-PRECONDITIONINGS = ("vp", "ve", "edm", "denoiser")
-
-
-# ----------------------------------------------------------------------------- discrete schedules
-def scheduler_alpha_bar(cfg: dict) -> np.ndarray:
-    """``abar_k`` (T,) float64 of a diffusers scheduler config, as diffusers computes it.
-    Only discrete beta schedules are read (DDPM, DDIM, PNDM, Euler, DPM-Solver, ...): a
-    scheduler without betas (variance-exploding, EDM) or with zero-terminal-SNR rescaling
-    is refused with one line."""
-    if "beta_schedule" not in cfg and cfg.get("trained_betas") is None:
-        raise InputError(f"scheduler {cfg.get('_class_name', '?')} has no beta schedule: only discrete beta "
-                         "schedulers (DDPM, DDIM, ...) are read; wrap other models with external.kind edm or python")
-    if cfg.get("rescale_betas_zero_snr"):
-        raise InputError("scheduler rescale_betas_zero_snr is not supported (abar_T = 0 has no finite OU time); "
-                         "wrap the model with external.kind python")
-    T = int(cfg.get("num_train_timesteps", 1000))
-    kind = cfg.get("beta_schedule", "linear")
-    start, end = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 2e-2))
-    if cfg.get("trained_betas") is not None:
-        betas = np.asarray(cfg["trained_betas"], dtype=np.float64)
-    elif kind == "linear":
-        betas = np.linspace(start, end, T, dtype=np.float64)
-    elif kind == "scaled_linear":
-        betas = np.linspace(start**0.5, end**0.5, T, dtype=np.float64) ** 2
-    elif kind == "squaredcos_cap_v2":  # Nichol & Dhariwal's cosine schedule, betas capped at 0.999
-        def f(u: np.ndarray) -> np.ndarray:
-            return np.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
-        k = np.arange(T, dtype=np.float64)
-        betas = np.minimum(1.0 - f((k + 1) / T) / f(k / T), 0.999)
-    else:
-        raise InputError(f"scheduler beta_schedule {kind!r} is not one of {BETA_SCHEDULES}")
-    return np.cumprod(1.0 - betas)
-
-
-class DiscreteTime:
-    """The OU times ``t_k = -1/2 log abar_k`` of a discrete schedule's steps k = 0..T-1, and
-    the piecewise-linear maps between OU time and a fractional step."""
-
-    def __init__(self, alpha_bar: np.ndarray):
-        self.times = ou_time(alpha_bar)
-        if not np.all(np.diff(self.times) > 0):
-            raise InputError("the scheduler's abar is not decreasing: its OU times do not increase")
-        self.steps = np.arange(len(self.times), dtype=np.float64)
-
-    @property
-    def t_max(self) -> float:
-        return float(self.times[-1])
-
-    def step(self, t: float) -> float:
-        """The fractional step of OU time t (clamped to the schedule's range)."""
-        return float(np.interp(t, self.times, self.steps))
-
-    def time(self, step: float) -> float:
-        """The OU time of a fractional step (the inverse map)."""
-        return float(np.interp(step, self.steps, self.times))
+from .networks import BatchedNetworkScore, eps_to_score
+from .predictions import preconditioning, prediction_type
+from .scoremodels.external import (  # noqa: F401 - the schedule and folder helpers, re-exported
+    BETA_SCHEDULES,
+    DiscreteTime,
+    diffusers_folders,
+    diffusers_time_range,
+    external_inputs,
+    scheduler_alpha_bar,
+    weights_file,
+)
 
 
 def prediction_to_score(pred: torch.Tensor, x: torch.Tensor, t: float, prediction: str) -> torch.Tensor:
     """The score at OU time t of states x from a network's prediction (same shape as x): the
-    prediction is turned into the noise eps of ``x = alpha x0 + s eps`` (``alpha = e^{-t}``,
-    ``s^2 = Delta_t``), whose score is :func:`diffusion_regimes.networks.eps_to_score`."""
-    from .networks import eps_to_score
-
-    alpha, s = math.exp(-t), math.sqrt(delta(t))
-    if prediction == "epsilon":
-        eps = pred
-    elif prediction == "v_prediction":  # v = alpha eps - s x0  =>  eps = alpha v + s x
-        eps = alpha * pred + s * x
-    elif prediction == "sample":  # eps = (x - alpha x0) / s
-        eps = (x - alpha * pred) / s
-    else:
-        raise InputError(f"prediction type {prediction!r} is not one of {PREDICTIONS}")
-    return eps_to_score(eps, t)
+    prediction type (:mod:`diffusion_regimes.predictions`) gives the noise eps of
+    ``x = alpha x0 + s eps``, whose score is :func:`diffusion_regimes.networks.eps_to_score`."""
+    return eps_to_score(prediction_type(prediction).to_eps(pred, x, t), t)
 
 
-class DiscreteScore:
+class DiscreteScore(BatchedNetworkScore):
     """The score of a network of a discrete schedule: ``model(x: (B, *shape), step: (B,)) ->
-    prediction``, evaluated ``batch_size`` rows at a time on ``device``."""
+    prediction``, evaluated ``batch_size`` rows at a time on ``device``; valid between the OU
+    times of the schedule's first and last steps. An OU time between steps is passed as the
+    fractional step that interpolates ``t_k`` linearly."""
 
     def __init__(self, model: Callable, shape: tuple[int, ...], clock: DiscreteTime, prediction: str,
                  batch_size: int = 256, device: str = "cpu"):
-        if prediction not in PREDICTIONS:
-            raise InputError(f"prediction type {prediction!r} is not one of {PREDICTIONS}")
-        from .device import resolve_device
+        self.prediction = prediction_type(prediction)
+        super().__init__(batch_size, device)
+        self.model, self.shape, self.clock = model, tuple(shape), clock
+        self.t_min, self.t_max = float(clock.times[0]), clock.t_max
 
-        self.model, self.shape, self.clock, self.prediction = model, tuple(shape), clock, prediction
-        self.batch_size, self.device = int(batch_size), resolve_device(device)
-
-    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        import torch
-
-        if t > self.clock.t_max + 1e-9:
-            raise InputError(f"OU time {t:.4g} is beyond the model's last step (t = {self.clock.t_max:.4g}): "
-                             "lower the network_sampler's T")
-        if t < self.clock.times[0] * (1 - 1e-6):
-            raise InputError(f"OU time {t:.4g} is before the model's first step (t = {self.clock.times[0]:.4g}): "
-                             "raise the network_sampler's t_end")
-        from .networks import evaluate_in_batches
-
-        step = self.clock.step(t)
-
-        def one_batch(xb: torch.Tensor) -> torch.Tensor:
-            k = torch.full((xb.shape[0],), step, dtype=torch.float32, device=self.device)
-            pred = self.model(xb.view(-1, *self.shape), k).float().reshape(xb.shape[0], -1)
-            return prediction_to_score(pred, xb, t, self.prediction)
-
-        return evaluate_in_batches(one_batch, x, self.batch_size, self.device)
+    def predict_eps(self, xb: torch.Tensor, t: float) -> torch.Tensor:
+        k = torch.full((xb.shape[0],), self.clock.step(t), dtype=torch.float32, device=self.device)
+        pred = self.model(xb.view(-1, *self.shape), k).float().reshape(xb.shape[0], -1)
+        return self.prediction.to_eps(pred, xb, t)
 
 
 # ----------------------------------------------------------------------------- diffusers
-def _diffusers_folders(path: Path) -> tuple[Path, Path]:
-    """(folder of the UNet, scheduler config file) of a save_pretrained layout."""
-    if not path.is_dir():
-        raise InputError(f"{path}: not a folder (external.path must be a diffusers save_pretrained folder)")
-    unet = path / "unet" if (path / "unet" / "config.json").exists() else path
-    for cand in (unet / "scheduler_config.json", path / "scheduler" / "scheduler_config.json",
-                 path / "scheduler_config.json"):
-        if cand.exists():
-            return unet, cand
-    raise InputError(f"{path}: no scheduler_config.json (beside the model, or in scheduler/); save the "
-                     "scheduler with scheduler.save_pretrained(folder)")
-
-
-def _weights_file(folder: Path) -> Path:
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
-        if (folder / name).exists():
-            return folder / name
-    raise InputError(f"{folder}: no diffusion_pytorch_model.safetensors or .bin weights; save the model with "
-                     "save_pretrained(folder)")
-
-
-def external_inputs(cfg: dict) -> list[str]:
-    """The files an ``external`` block reads (so that the workflow re-runs what uses the model
-    when they change): a diffusers folder's config, weights and scheduler config, or the
-    ``.py`` file of an entry point. Imports no torch."""
-    if cfg.get("kind") == "diffusers":
-        unet, sched = _diffusers_folders(Path(cfg["path"]))
-        return [str(unet / "config.json"), str(_weights_file(unet)), str(sched)]
-    module = (cfg.get("entry") or "").rpartition(":")[0]
-    return [module] if module.endswith(".py") else []
-
-
-def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
-    """OU times (t of the first step, t of the last) of a diffusers folder's scheduler.
-    Imports no torch."""
-    _, sched_file = _diffusers_folders(Path(path))
-    try:
-        sched = json.loads(sched_file.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{sched_file}: unreadable scheduler config ({err}); save the scheduler again") from None
-    times = ou_time(scheduler_alpha_bar(sched))
-    return float(times[0]), float(times[-1])
-
-
 def _load_weights(folder: Path) -> dict:
     """The state dict of a diffusers folder: safetensors, or a .bin read with weights_only=True."""
-    path = _weights_file(folder)
+    path = weights_file(folder)
     if path.suffix != ".safetensors":
         from .io import load_checkpoint
 
@@ -227,7 +109,7 @@ def load_diffusers(path: str | os.PathLike, device: str = "cpu", batch_size: int
         from diffusers import UNet2DModel
     except ImportError:
         raise InputError("external.kind: diffusers needs the diffusers package (pip install diffusers)") from None
-    unet_dir, sched_file = _diffusers_folders(Path(path))
+    unet_dir, sched_file = diffusers_folders(Path(path))
     try:
         config = json.loads((unet_dir / "config.json").read_text())
         sched = json.loads(sched_file.read_text())
@@ -268,57 +150,41 @@ def load_diffusers(path: str | os.PathLike, device: str = "cpu", batch_size: int
 
 
 # ----------------------------------------------------------------------------- EDM
-def edm_coefficients(sigma: float, preconditioning: str, sigma_data: float = 0.5, beta_d: float = 19.9,
-                     beta_min: float = 0.1, M: int = 1000) -> tuple[float, float, float, float]:
+def edm_coefficients(sigma: float, preconditioning_name: str, sigma_data: float = 0.5) -> tuple[float, float, float,
+                                                                                               float]:
     """(c_skip, c_out, c_in, c_noise) of EDM's preconditionings (Karras et al. 2022, Table 1)
-    at noise level sigma: ``D(x) = c_skip x + c_out F(c_in x, c_noise)``."""
-    if preconditioning == "vp":
-        t_vp = (math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2)) - beta_min) / beta_d
-        return 1.0, -sigma, 1.0 / math.sqrt(sigma**2 + 1), (M - 1) * t_vp
-    if preconditioning == "ve":
-        return 1.0, sigma, 1.0, math.log(0.5 * sigma)
-    if preconditioning == "edm":
-        s2 = sigma**2 + sigma_data**2
-        return sigma_data**2 / s2, sigma * sigma_data / math.sqrt(s2), 1.0 / math.sqrt(s2), 0.25 * math.log(sigma)
-    raise InputError(f"EDM preconditioning {preconditioning!r} is not one of {PRECONDITIONINGS}")
+    at noise level sigma: ``D(x) = c_skip x + c_out F(c_in x, c_noise)``
+    (:mod:`diffusion_regimes.predictions`)."""
+    return preconditioning(preconditioning_name, sigma_data).coefficients(sigma)
 
 
-class DenoiserScore:
+class DenoiserScore(BatchedNetworkScore):
     """The OU score of an EDM-style denoiser in the variance-exploding scale: for OU time t,
     ``x_VE = e^t x``, ``sigma = sqrt(e^{2t} - 1)`` and ``F = e^t (D(x_VE; sigma) - x_VE) / sigma^2``.
     ``net`` is the raw network ``F(x_in, c_noise)`` (with ``preconditioning`` vp, ve or edm) or
-    the denoiser ``D(x, sigma)`` itself (``denoiser``); both on (B, *shape) and (B,)."""
+    the denoiser ``D(x, sigma)`` itself (``denoiser``); both on (B, *shape) and (B,). Evaluated
+    in the states' dtype."""
 
-    def __init__(self, net: Callable, shape: tuple[int, ...], preconditioning: str = "edm",
+    dtype = None
+
+    def __init__(self, net: Callable, shape: tuple[int, ...], preconditioning_name: str = "edm",
                  sigma_data: float = 0.5, batch_size: int = 256, device: str = "cpu"):
-        if preconditioning not in PRECONDITIONINGS:
-            raise InputError(f"EDM preconditioning {preconditioning!r} is not one of {PRECONDITIONINGS}")
-        from .device import resolve_device
-
-        self.net, self.shape, self.preconditioning, self.sigma_data = net, tuple(shape), preconditioning, sigma_data
-        self.batch_size, self.device = int(batch_size), resolve_device(device)
+        self.precond = preconditioning(preconditioning_name, sigma_data)
+        super().__init__(batch_size, device)
+        self.net, self.shape = net, tuple(shape)
 
     def denoise(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
         """D(y; sigma) for (B, *shape) states in the VE scale."""
-        import torch
-
         noise = torch.full((y.shape[0],), sigma, dtype=y.dtype, device=y.device)
-        if self.preconditioning == "denoiser":
+        if not self.precond.wraps_raw_network:
             return self.net(y, noise)
-        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.preconditioning, self.sigma_data)
+        c_skip, c_out, c_in, c_noise = self.precond.coefficients(sigma)
         return c_skip * y + c_out * self.net(c_in * y, torch.full_like(noise, c_noise))
 
-    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        from .networks import evaluate_in_batches
-
+    def predict_score(self, xb: torch.Tensor, t: float) -> torch.Tensor:
         scale, sigma2 = math.exp(t), math.expm1(2 * t)
-        sigma = math.sqrt(sigma2)
-
-        def one_batch(xb: torch.Tensor) -> torch.Tensor:
-            y = (xb * scale).view(-1, *self.shape)
-            return (scale * (self.denoise(y, sigma) - y) / sigma2).reshape(xb.shape[0], -1)
-
-        return evaluate_in_batches(one_batch, x, self.batch_size, self.device, dtype=None)  # the states' dtype
+        y = (xb * scale).view(-1, *self.shape)
+        return (scale * (self.denoise(y, math.sqrt(sigma2)) - y) / sigma2).reshape(xb.shape[0], -1)
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -46,12 +46,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .bootstrap import percentile_interval, replicate_means
 from .seeding import numpy_generator
 
 if TYPE_CHECKING:  # torch is imported inside the functions that use it: the rules read snapshot_steps
     import torch
 
-    from .networks import EpsilonModel
+    from .scores import Score
 
 
 def snapshot_steps(first: int, last: int, per_decade: int) -> list[int]:
@@ -71,31 +72,30 @@ def snapshot_steps(first: int, last: int, per_decade: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- per snapshot
-def denoising_loss(model: EpsilonModel, a: torch.Tensor, times: Sequence[float], points: int, seed: int,
-                   batch: int = 1024, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Denoising loss of ``model`` on the points a (m, d) at each OU time of ``times``:
-    (mean (T,), s.e. (T,)) over points of ``|eps_theta(x_t, t) - eps|^2 / d``. Each point
-    is noised ``ceil(points / m)`` times (so about ``points`` evaluations per time); the
-    noise comes from ``generator(seed, i)`` for time i, the same at every snapshot."""
+def denoising_loss(score: Score, a: torch.Tensor, times: Sequence[float], points: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Denoising loss of a score model on the points a (m, d) at each OU time of ``times``:
+    (mean (T,), s.e. (T,)) over points of ``|eps_hat(x_t, t) - eps|^2 / d``, with eps_hat the
+    noise the model predicts (:func:`diffusion_regimes.networks.predicted_noise`: a network's
+    own, else ``-sqrt(Delta_t)`` times any score) and the per-sample loss of
+    :func:`diffusion_regimes.predictions.denoising_loss`. Each point is noised
+    ``ceil(points / m)`` times (so about ``points`` evaluations per time); the noise comes from
+    ``generator(seed, i)`` for time i, the same at every snapshot."""
     import torch
 
-    from .networks import evaluate_in_batches
+    from .networks import predicted_noise
+    from .predictions import denoising_loss as per_sample_loss
     from .schedule import forward_noise
     from .seeding import generator
 
     m, d = a.shape
     reps = max(1, math.ceil(points / max(m, 1)))
-    dev = torch.device(device)
-    model = model.to(dev).eval()
     means, ses = np.empty(len(times)), np.empty(len(times))
     for i, t in enumerate(times):
         eps = torch.randn(reps, m, d, generator=generator(seed, i)).reshape(reps * m, d)
         rows = a.repeat(reps, 1)
-        tt = torch.full((rows.shape[0],), float(t))
-        xt = forward_noise(rows, tt, eps)
-        pred = evaluate_in_batches(lambda xb, tb=float(t): model(xb, torch.full((xb.shape[0],), tb, device=xb.device))
-                                   .float().reshape(xb.shape[0], -1), xt, batch, dev)
-        per = ((pred - eps) ** 2).mean(1).reshape(reps, m).mean(0).double().numpy()  # per point
+        xt = forward_noise(rows, torch.full((rows.shape[0],), float(t)), eps)
+        per = per_sample_loss(predicted_noise(score, xt, float(t)), eps).reshape(reps, m).mean(0).double().numpy()
         means[i] = per.mean()
         ses[i] = per.std(ddof=1) / math.sqrt(m) if m > 1 else float("nan")
     return means, ses
@@ -167,9 +167,7 @@ def tau_mem(steps: Sequence[int], memorised: Sequence[np.ndarray], threshold: fl
     steps_a = np.asarray(steps, dtype=np.float64)
     flags = np.stack([np.asarray(f, dtype=np.float64) for f in memorised])  # (S, m): one sample set
     estimate = first_crossing(steps_a, flags.mean(1), threshold)
-    m = flags.shape[1]
-    idx = numpy_generator(seed).integers(0, m, size=(n_boot, m))
-    boot = np.stack([f[idx].mean(1) for f in flags], axis=1)  # (n_boot, S), one resampling for all snapshots
+    boot = replicate_means(flags, n_boot, seed)  # (n_boot, S), one resampling for all snapshots
     reps = np.array([first_crossing(steps_a, row, threshold) for row in boot])
     lo, hi = bootstrap_interval(reps)
     censored = "right" if math.isnan(estimate) else ("left" if flags[0].mean() > threshold else "none")
@@ -181,12 +179,7 @@ def bootstrap_interval(replicates: Sequence[float | None]) -> tuple[float, float
     """95 % percentile interval of tau replicates (NaN or None: never passed, counted as
     beyond every snapshot): the outer order statistics at 2.5 % and 97.5 %, so an open
     upper end is ``inf``; (NaN, NaN) without replicates."""
-    reps = np.asarray(replicates, dtype=np.float64)  # None (a JSON null) becomes NaN
-    if not len(reps):
-        return float("nan"), float("nan")
-    filled = np.where(np.isnan(reps), np.inf, reps)
-    return (float(np.percentile(filled, 2.5, method="lower")),
-            float(np.percentile(filled, 97.5, method="higher")))
+    return percentile_interval(np.asarray(replicates, dtype=np.float64), open_ended=True)  # None (JSON) -> NaN
 
 
 def tau_gen(steps: Sequence[int], quality: Sequence[float], quality_se: Sequence[float]) -> float:
@@ -228,6 +221,170 @@ def fit_power_law(n: Sequence[float], tau: Sequence[float], replicates: Sequence
         if complete.any():
             xc = x - x.mean()
             slopes = (np.log(reps[complete]) @ xc) / (xc @ xc)
-            out.update(gamma_lo=float(np.percentile(slopes, 2.5)), gamma_hi=float(np.percentile(slopes, 97.5)))
+            lo, hi = percentile_interval(slopes)
+            out.update(gamma_lo=float(lo), gamma_hi=float(hi))
         out["replicates_unfit"] = int((~complete).sum())
     return out
+
+
+# ----------------------------------------------------------------------------- the study's jobs
+def rows_at_most(x: torch.Tensor, most: int, seed: int) -> torch.Tensor:
+    """At most ``most`` rows of x, a fixed random choice when there are more."""
+    from .seeding import generator
+
+    if len(x) <= most:
+        return x
+    import torch
+
+    return x[torch.randperm(len(x), generator=generator(seed))[:most]]
+
+
+def quality_features(classifier_path: str | None, device: str | None):
+    """The feature map of the quality distance: the classifier's penultimate features for
+    images, the coordinates themselves for vectors."""
+    if classifier_path is None:
+        return lambda v: v
+    from .classifier import classifier_features, load_classifier
+
+    net, shape, _ = load_classifier(classifier_path)
+    return lambda v: classifier_features(net, shape, v, device=device or "auto")
+
+
+def measure_snapshot(score: Score, score_name: str, x: torch.Tensor, ref: torch.Tensor, features, sampler: dict,
+                     memorisation: dict, block: int, seed: int, exp: str, step: int) -> tuple[object, dict, dict]:
+    """One weight snapshot measured: generated samples tracked against the training and the
+    reference points (memorisation, collapse times; the same prior noise at every snapshot),
+    the quality distance of the samples to the reference set (in ``features``), and the
+    denoising loss on training and held-out points per noise level. Returns (one row per
+    sample: the collapse table's columns and ``sample``, the denoised sample, for the first
+    ``n_show``; results; config record)."""
+    import pyarrow as pa
+
+    from .collapse import collapse_table, track_nearest
+    from .sampling import Sampler
+    from .scores import EmpiricalScore
+    from .seeding import Stream, derive_seed
+
+    train_set, reference = EmpiricalScore(x, block), EmpiricalScore(ref, block)
+    samp = Sampler.from_config(sampler)
+    track = track_nearest(score, samp, train_set, memorisation["n_samples"],
+                          derive_seed(seed, exp, Stream.MEMORISATION, score_name), memorisation["track_every"],
+                          memorisation["batch"], progress=True, reference=reference)
+    table = collapse_table(track, train_set, reference)
+    quality, quality_se, width = kernel_distance(features(track.x0), features(ref), memorisation["quality_blocks"],
+                                                 derive_seed(seed, exp, Stream.QUALITY))
+    levels = [float(t) for t in memorisation["loss_times"]]
+    losses = {}
+    for name, pts in (("train", x), ("heldout", ref)):
+        loss_seed = derive_seed(seed, exp, Stream.DENOISING_LOSS, name)
+        mean, se = denoising_loss(score, rows_at_most(pts, memorisation["loss_points"], loss_seed), levels,
+                                  memorisation["loss_points"], loss_seed)
+        losses.update({f"loss_{name}": mean.tolist(), f"loss_{name}_se": se.tolist()})
+    show = min(memorisation["n_show"], len(table))
+    samples = [track.x0[i].tolist() for i in range(show)] + [None] * (len(table) - show)
+    out = pa.Table.from_pandas(table, preserve_index=False).append_column(
+        "sample", pa.array(samples, type=pa.list_(pa.float32())))
+    results = {"step": int(step), "quality": quality, "quality_se": quality_se, "kernel_width": width,
+               "loss_times": levels, **losses, "nfe": samp.nfe, "n_samples": len(table),
+               "memorised_fraction": float(table["memorised"].mean())}
+    return out, results, {"memorisation": memorisation, "sampler": samp.settings, "score": score_name,
+                          "step": int(step)}
+
+
+def gather(snapshots: dict[int, tuple[object, dict]], x: torch.Tensor, ref: torch.Tensor, features,
+           memorisation: dict, n: int, seed: int, exp: str, score_name: str) -> tuple[object, object, dict]:
+    """The snapshots of one experiment gathered (``snapshots``: step -> (table, metadata)):
+    per step the memorised fraction (bootstrap s.e., and against the reference set), the
+    collapse time of memorised trajectories, the quality distance and the denoising losses
+    (``curve``; per level in ``loss``); tau_mem with its bootstrap interval, replicates and
+    censoring, tau_gen (quality) and tau_gen_loss (held-out loss), with the quality of the
+    training set itself (the score of samples that copy it) as control. Returns (curve,
+    loss table, results)."""
+    import pandas as pd
+
+    from .collapse import MEMORISED_RATIO, collapse_statistics
+    from .seeding import Stream, derive_seed
+
+    steps = sorted(snapshots)
+    n_boot = memorisation["n_bootstrap"]
+    rows, flags, loss_rows = [], [], []
+    for step in steps:
+        table, meta = snapshots[step]
+        st = collapse_statistics(table, n_boot, derive_seed(seed, exp, Stream.BOOTSTRAP_MEMORISED, score_name, step))
+        flags.append(table["memorised"].to_numpy(dtype=bool))
+        lt, lh = np.asarray(meta["loss_train"]), np.asarray(meta["loss_heldout"])
+        lt_se, lh_se = np.asarray(meta["loss_train_se"]), np.asarray(meta["loss_heldout_se"])
+        rows.append({"step": step, "memorised_fraction": st["memorised_fraction"],
+                     "memorised_fraction_se": st["memorised_fraction_se"],
+                     "memorised_fraction_null": st["memorised_fraction_null"],
+                     "t_C_memorised": st["t_C_memorised"], "t_C_memorised_se": st["t_C_memorised_se"],
+                     "t_C_null": st["t_C_null"], "quality": meta["quality"], "quality_se": meta["quality_se"],
+                     "loss_train": float(lt.mean()), "loss_heldout": float(lh.mean()),
+                     "loss_gap": float((lh - lt).mean()),
+                     "loss_gap_se": float(np.sqrt((lh_se**2 + lt_se**2).sum()) / len(lt))})
+        loss_rows += [{"step": step, "t": t, "loss_train": a, "loss_train_se": b, "loss_heldout": c,
+                       "loss_heldout_se": e} for t, a, b, c, e in zip(meta["loss_times"], lt, lt_se, lh, lh_se)]
+    curve = pd.DataFrame(rows)
+    tm = tau_mem(steps, flags, memorisation["threshold"], n_boot,
+                 derive_seed(seed, exp, Stream.BOOTSTRAP_TAU, score_name))
+    quality_seed = derive_seed(seed, exp, Stream.QUALITY)
+    control, control_se, _ = kernel_distance(features(rows_at_most(x, len(ref), quality_seed)), features(ref),
+                                             memorisation["quality_blocks"], quality_seed)
+    heldout = curve["loss_heldout"].to_numpy(dtype=np.float64)
+    tau_gen_loss = float(steps[int(np.nanargmin(heldout))]) if np.isfinite(heldout).any() else float("nan")
+    results = {"n": int(n), "threshold": memorisation["threshold"],
+               "tau_mem": tm["tau_mem"], "tau_mem_lo": tm["tau_mem_lo"], "tau_mem_hi": tm["tau_mem_hi"],
+               "tau_mem_censored": tm["censored"],
+               "tau_mem_never_passed": tm["never_passed"], "tau_mem_replicates": tm["replicates"].tolist(),
+               "tau_gen": tau_gen(steps, curve["quality"], curve["quality_se"]),
+               "tau_gen_loss": tau_gen_loss, "quality_training_set": control,
+               "quality_training_set_se": control_se, "steps": list(steps),
+               "criterion": f"memorised: d1/d2 < {MEMORISED_RATIO:.4g}; tau_mem: memorised fraction > threshold, "
+                            "interpolated in log(step); tau_gen: first snapshot within 2 s.e. of the best quality",
+               "quality_measure": "unbiased MMD^2, Gaussian kernel of width the median reference distance"}
+    return curve, pd.DataFrame(loss_rows), results
+
+
+#: the float columns of the group table
+_GROUP_FLOATS = ("tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_gen", "tau_gen_loss", "t_C_memorised_last",
+                 "t_C_memorised_last_se", "t_C_null_last", "t_C_entropy", "t_C_entropy_lo", "t_C_entropy_hi",
+                 "t_C_theory_gm", "t_C_theory_gm_finite_d")
+
+
+def group(members: dict[str, tuple[object, dict, dict, dict]]) -> tuple[object, dict]:
+    """One table per group of n (``members``: experiment -> (its curve, the curve's metadata,
+    the entropy's and the theory's metadata)): per member ``n, tau_mem, tau_mem_lo,
+    tau_mem_hi, tau_gen`` (training steps), ``tau_gen_loss``, and at the last snapshot the
+    memorised fraction and the collapse time of memorised trajectories beside the entropy's
+    t_C (and its band) and the mixture's closed forms, and ``tau_mem_censored`` (``left``: the
+    first snapshot already passes; ``right``: none does), sorted by n; and the fit
+    tau_mem = A n^gamma with gamma's bootstrap interval (the results)."""
+    import pandas as pd
+
+    rows, reps = [], []
+    for exp, (curve, meta, ent, th) in members.items():
+        last = curve.iloc[-1]
+        replicates = np.asarray(meta["tau_mem_replicates"], dtype=np.float64)  # JSON nulls (never passed): NaN
+        lo, hi = bootstrap_interval(replicates)  # recomputed: the metadata's JSON has no inf
+        rows.append({"experiment": exp, "n": int(meta["n"]), "tau_mem": meta["tau_mem"],
+                     "tau_mem_lo": lo, "tau_mem_hi": hi, "tau_gen": meta["tau_gen"],
+                     "tau_mem_censored": meta["tau_mem_censored"],
+                     "tau_gen_loss": meta["tau_gen_loss"], "last_step": int(last["step"]),
+                     "memorised_fraction_last": float(last["memorised_fraction"]),
+                     "memorised_fraction_last_se": float(last["memorised_fraction_se"]),
+                     "t_C_memorised_last": float(last["t_C_memorised"]),
+                     "t_C_memorised_last_se": float(last["t_C_memorised_se"]), "t_C_null_last": float(last["t_C_null"]),
+                     "t_C_entropy": ent["t_C"], "t_C_entropy_lo": ent.get("t_C_lo"),
+                     "t_C_entropy_hi": ent.get("t_C_hi"), "t_C_theory_gm": th.get("t_C"),
+                     "t_C_theory_gm_finite_d": th.get("t_C_finite_d")})
+        reps.append(replicates)
+    table = pd.DataFrame(rows).astype(dict.fromkeys(_GROUP_FLOATS, "float64"))
+    order = np.argsort(table["n"].to_numpy(), kind="stable")
+    table = table.iloc[order].reset_index(drop=True)
+    fit = fit_power_law(table["n"], table["tau_mem"], [reps[i] for i in order],
+                        use=table["tau_mem_censored"].to_numpy() != "left")
+    results = {**fit, "members": list(table["experiment"]),
+               "fit": "least squares of log tau_mem on log n, left-censored points (the first snapshot already "
+                      "past the threshold) left out; 95 % interval: percentiles of the slope refitted on the "
+                      "bootstrap replicates in which every fitted n passes"}
+    return table, results

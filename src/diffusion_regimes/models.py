@@ -184,29 +184,31 @@ def build_mlp(cfg: dict, d: int) -> ResidualMLP:
 
 
 #: network architectures of the score models: name -> builder(config, shape of one sample)
-ARCHITECTURES = {"unet": lambda cfg, shape: build_unet(cfg, shape[0]),
-                 "mlp": lambda cfg, shape: build_mlp(cfg, shape[0])}
-
-
 def network_input_shape(arch: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of one sample as the architecture takes it, from the data's ``shape``: the
-    U-Net takes images (C, H, W); the MLP flat vectors (d,)."""
-    if arch == "unet":
-        if len(shape) != 3:
-            raise ValueError(f"the U-Net takes images (C, H, W), not samples of shape {tuple(shape)}")
-        return tuple(shape)
-    return (math.prod(shape),)
+    """The shape of one sample as the network of score model ``arch`` takes it, from the
+    data's ``shape`` (the U-Net: images (C, H, W); the MLP: flat vectors (d,))."""
+    from .scoremodels import score_kind
+
+    return score_kind(arch).input_shape(tuple(shape))
 
 
 def build_network(arch: str, cfg: dict, shape: tuple[int, ...]) -> nn.Module:
-    """A raw noise-predicting network ``net(x: (B, *shape), c_noise: (B,))`` of architecture
-    ``arch`` from its config block, for samples of ``shape`` (:func:`network_input_shape`)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown network architecture {arch!r}: use one of {sorted(ARCHITECTURES)}")
-    if tuple(shape) != network_input_shape(arch, shape):
-        raise ValueError(f"the {arch} network takes samples of shape {network_input_shape(arch, shape)}, "
+    """A raw noise-predicting network ``net(x: (B, *shape), c_noise: (B,))`` of the trainable
+    score model ``arch`` (:mod:`diffusion_regimes.scoremodels`) from its config block, for
+    samples of ``shape`` (:func:`network_input_shape`)."""
+    from .errors import InputError
+    from .scoremodels import score_kind
+
+    try:
+        kind = score_kind(arch)
+    except InputError as err:
+        raise ValueError(str(err)) from None
+    if not kind.trainable:
+        raise ValueError(f"score model {arch!r} is not a network trained here")
+    if tuple(shape) != kind.input_shape(tuple(shape)):
+        raise ValueError(f"the {arch} network takes samples of shape {kind.input_shape(tuple(shape))}, "
                          f"not {tuple(shape)}")
-    return ARCHITECTURES[arch](cfg, shape)
+    return kind.build_network(cfg, tuple(shape))
 
 
 CLASSIFIERS = ("small_cnn", "resnet18")

@@ -8,11 +8,15 @@ and owns its noise convention, as the preconditioning wrappers of EDM
   saved in the checkpoint beside the weights;
 - training loss (denoising score matching, epsilon prediction):
   ``|eps_theta(x_t, t) - eps|^2`` with ``x_t = a e^{-t} + sqrt(Delta_t) eps``
-  (:func:`diffusion_regimes.schedule.forward_noise`);
+  (:func:`diffusion_regimes.schedule.forward_noise`), the one per-sample loss of
+  :func:`diffusion_regimes.predictions.denoising_loss` (batch-averaged for training);
 - score: ``F(x, t) = -eps_theta(x, t) / sqrt(Delta_t)``.
 
-:class:`NetworkScore` evaluates the score on the sampler's CPU states in batches on
-the configured device. Checkpoints (:func:`save_network`, :func:`load_network`)
+:class:`BatchedNetworkScore` is the interface every network shares, native or from
+elsewhere (:mod:`diffusion_regimes.external`): the OU times it is valid on, its score
+and its noise prediction evaluated on CPU states a batch at a time on a device, and the
+per-sample denoising loss (:meth:`BatchedNetworkScore.denoising_loss`).
+:class:`NetworkScore` is the native one. Checkpoints (:func:`save_network`, :func:`load_network`)
 hold the raw network's ``state_dict`` and a ``network`` record: ``arch``,
 ``config``, ``shape``, ``prediction`` and ``time_scale``.
 """
@@ -24,12 +28,12 @@ import os
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .device import autocast, resolve_channels_last, resolve_device, to_layout
 from .errors import InputError
 from .io import load_checkpoint, save_checkpoint
 from .models import build_network
+from .predictions import EpsilonPrediction, denoising_loss
 from .schedule import delta, forward_noise
 
 #: time scaling of the default networks: 1000 DDPM steps span OU times in [0, 5], so the
@@ -58,16 +62,12 @@ class EpsilonModel(nn.Module):
                                                        self.time_scale * t.float())
 
     def loss(self, a: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, precision: str = "fp32",
-             channels_last: bool = False, net: nn.Module | None = None) -> torch.Tensor:
-        """Denoising loss: mean over the batch and coordinates of ``|eps_theta(x_t, t) - eps|^2``
-        for clean data a (B, d), OU times t (B,) and standard normal noise eps (B, d)."""
+             channels_last: bool = False, net: nn.Module | None = None, reduction: str = "mean") -> torch.Tensor:
+        """Denoising loss ``|eps_theta(x_t, t) - eps|^2`` (:func:`denoising_loss`) for clean data
+        a (B, d), OU times t (B,) and standard normal noise eps (B, d): the batch mean (training),
+        or per sample (B,) with ``reduction="none"``."""
         pred = self(forward_noise(a, t, eps), t, precision, channels_last, net)
-        return F.mse_loss(pred.float(), eps.view(-1, *self.shape))
-
-    def score(self, x: torch.Tensor, t: float, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
-        """The score (B, d) float32 ``-eps_theta(x, t) / sqrt(Delta_t)`` at one OU time t."""
-        tb = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
-        return eps_to_score(self(x, tb, precision, channels_last).float().reshape(x.shape[0], -1), t)
+        return EpsilonPrediction.loss(pred, a, eps, t, reduction)
 
     def record(self, arch: str, config: dict) -> dict:
         """The ``network`` record of a checkpoint."""
@@ -78,6 +78,18 @@ class EpsilonModel(nn.Module):
 def eps_to_score(eps: torch.Tensor, t: float) -> torch.Tensor:
     """The score ``-eps / sqrt(Delta_t)`` at OU time t of a noise prediction (any shape)."""
     return eps * (-1.0 / math.sqrt(delta(t)))
+
+
+def score_to_eps(score: torch.Tensor, t: float) -> torch.Tensor:
+    """The noise ``-sqrt(Delta_t) F`` implied by a score at OU time t (the inverse map)."""
+    return score * (-math.sqrt(delta(t)))
+
+
+def predicted_noise(score, x: torch.Tensor, t: float) -> torch.Tensor:
+    """The noise (B, d) a score model predicts at states x (B, d), OU time t: a network's own
+    prediction (:meth:`BatchedNetworkScore.eps`), else :func:`score_to_eps` of any score."""
+    eps = getattr(score, "eps", None)
+    return eps(x, t) if eps is not None else score_to_eps(score(x, t), t)
 
 
 def evaluate_in_batches(fn, x: torch.Tensor, batch_size: int, device: torch.device,
@@ -93,26 +105,83 @@ def evaluate_in_batches(fn, x: torch.Tensor, batch_size: int, device: torch.devi
     return out
 
 
-class NetworkScore:
-    """The score of an :class:`EpsilonModel` on batches of CPU states.
+class BatchedNetworkScore:
+    """The interface of every network score, native or from elsewhere.
 
-    States stay on the CPU; they go to ``device`` ``batch_size`` rows at a time, so
-    device memory is bounded by the batch size whatever the number of trajectories.
+    States stay on the CPU; they go to ``device`` ``batch_size`` rows at a time, so device
+    memory is bounded by the batch size whatever the number of trajectories. A subclass
+    gives :meth:`predict_eps` or :meth:`predict_score` on one device batch (each defaults
+    to the other through the eps <-> score maps) and may narrow ``t_min``, ``t_max``, the
+    OU times it is valid on (a call outside them is refused with one line).
+    """
+
+    t_min: float = 0.0
+    t_max: float = math.inf
+    #: dtype the states are evaluated in (None: the states' own)
+    dtype: torch.dtype | None = torch.float32
+
+    def __init__(self, batch_size: int = 512, device: str = "cpu"):
+        self.batch_size = int(batch_size)
+        self.device = resolve_device(device)
+
+    def predict_eps(self, xb: torch.Tensor, t: float) -> torch.Tensor:
+        """The predicted noise (b, d) of one batch of states on the device."""
+        return score_to_eps(self.predict_score(xb, t), t)
+
+    def predict_score(self, xb: torch.Tensor, t: float) -> torch.Tensor:
+        """The score (b, d) of one batch of states on the device."""
+        return eps_to_score(self.predict_eps(xb, t), t)
+
+    def check_time(self, t: float) -> None:
+        if t > self.t_max + 1e-9:
+            raise InputError(f"OU time {t:.4g} is beyond the model's last step (t = {self.t_max:.4g}): "
+                             "lower the network_sampler's T")
+        if t < self.t_min * (1 - 1e-6):
+            raise InputError(f"OU time {t:.4g} is before the model's first step (t = {self.t_min:.4g}): "
+                             "raise the network_sampler's t_end")
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        self.check_time(t)
+        return evaluate_in_batches(lambda xb: self.predict_score(xb, t), x, self.batch_size, self.device, self.dtype)
+
+    def eps(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """The predicted noise (B, d) at CPU states x (B, d), OU time t (what the denoising
+        loss measures)."""
+        self.check_time(t)
+        return evaluate_in_batches(lambda xb: self.predict_eps(xb, t), x, self.batch_size, self.device, self.dtype)
+
+    def denoising_loss(self, a: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor:
+        """Per-sample denoising loss (B,) ``|eps_hat(x_t, t) - noise|^2 / d`` of clean points a
+        (B, d) noised with ``noise`` (B, d) to OU time t (:func:`denoising_loss`)."""
+        xt = forward_noise(a, torch.full((a.shape[0],), float(t)), noise)
+        return denoising_loss(self.eps(xt, t), noise)
+
+
+class NetworkScore(BatchedNetworkScore):
+    """The score of an :class:`EpsilonModel` (a network trained here).
+
     ``precision`` ``bf16`` runs the forward pass under bf16 autocast (the score is
     returned in the states' dtype); channels_last is used on CUDA.
     """
 
     def __init__(self, model: EpsilonModel, batch_size: int = 512, device: str = "cpu", precision: str = "fp32"):
-        self.device = resolve_device(device)
+        super().__init__(batch_size, device)
         self.precision = precision
         self.channels_last = resolve_channels_last(None, self.device)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=fmt).eval()
-        self.batch_size = int(batch_size)
 
-    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        return evaluate_in_batches(lambda xb: self.model.score(xb, t, self.precision, self.channels_last), x,
-                                   self.batch_size, self.device)
+    def predict_eps(self, xb: torch.Tensor, t: float, exact: bool = False) -> torch.Tensor:
+        tb = torch.full((xb.shape[0],), float(t), dtype=torch.float32, device=xb.device)
+        precision, layout = ("fp32", False) if exact else (self.precision, self.channels_last)
+        return self.model(xb, tb, precision, layout).float().reshape(xb.shape[0], -1)
+
+    def eps(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """The predicted noise (B, d) in float32 and the plain memory layout, whatever the
+        sampler's precision: the loss measurements' noise prediction."""
+        self.check_time(t)
+        return evaluate_in_batches(lambda xb: self.predict_eps(xb, t, exact=True), x, self.batch_size, self.device,
+                                   self.dtype)
 
 
 def build_model(arch: str, config: dict, shape: tuple[int, ...],

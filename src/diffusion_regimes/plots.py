@@ -22,6 +22,7 @@ quality and generalisation gap against training steps) and, per group of n,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -30,12 +31,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .config import GRID_KEYS  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .io import atomic_path, read_metadata, read_table  # noqa: E402
 from .theory import PHI_AT_T_S, gm_potential, gm_projection_density  # noqa: E402
 
 COLORS = {"exact": "C0", "empirical": "C1", "unet": "C2", "external": "C3", "mlp": "C4"}
+
+
+def score_color(score: str) -> str:
+    """The colour of a score model in every figure: the built-in ones fixed, any other (a
+    plugin's) a stable colour of the cycle from its name."""
+    if score in COLORS:
+        return COLORS[score]
+    return f"C{5 + sum(score.encode()) % 5}"
 
 
 def _save(fig, path: Path) -> None:
@@ -75,13 +83,13 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
         m = meta["t_S_measured"]
         x_max = max(x_max, float(tab["t"].max() / unit))
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
-                    fmt="o", ms=4, capsize=2, color=COLORS.get(score),
+                    fmt="o", ms=4, capsize=2, color=score_color(score),
                     label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else score)
     for score, (tab, meta) in tables.items():  # classes from a classifier: corrected for its held-out error
         if "phi_corrected" in tab:
             c = meta.get("t_S_measured_corrected")
             ax.errorbar(tab["t"] / unit, tab["phi_corrected"], yerr=tab["phi_corrected_se"], fmt="D", ms=3,
-                        mfc="none", capsize=2, color=COLORS.get(score),
+                        mfc="none", capsize=2, color=score_color(score),
                         label=f"{score}, corrected for the classifier's error {meta['label_error']:.3f}: "
                               f"$t_S$ {c:.3g}" if c is not None else f"{score}, corrected")
     styles, markers = ["--", "-.", ":"], ["s", "^", "v", "D"]
@@ -95,7 +103,7 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
         for k, level in enumerate(_levels(tab.columns)):
             crossing = meta.get(f"t_S_{level}_measured")
             ax.errorbar(tab["t"] / unit, tab[f"phi_{level}"], yerr=tab[f"phi_{level}_se"], fmt=markers[k % 4],
-                        ms=4, capsize=2, mfc="none", color=COLORS.get(score),
+                        ms=4, capsize=2, mfc="none", color=score_color(score),
                         label=f"{score}, {level}: $t_S$ measured "
                               + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
     for score, p in (uturn or {}).items():  # phi_U: its closed form is phi's (the same curve)
@@ -103,7 +111,7 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
         m = meta["t_U_measured"]
         x_max = max(x_max, float(tab["t"].max() / unit))
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
-                    fmt="^", ms=5, mfc="none", capsize=2, color=COLORS.get(score),
+                    fmt="^", ms=5, mfc="none", capsize=2, color=score_color(score),
                     label=f"{score}, U-turn $\\phi_U$: crosses at {m:.3g}" if m is not None else f"{score}, U-turn")
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
     if t_S > 0:
@@ -179,7 +187,7 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
     names, fractions, errors, nulls = [], [], [], []
     for score in scores:
         tab, meta = read_table(collapse[score], stage="collapse")
-        color = COLORS.get(score)
+        color = score_color(score)
         bins = _grid_bins(np.concatenate([tab["t_collapse"].to_numpy(), tab["t_collapse_null"].dropna().to_numpy()]))
         axes[1].hist(tab["t_collapse"], bins=bins, alpha=0.45, color=color,
                      label=f"{score}: mean {meta['t_C_measured']:.3g}")
@@ -193,7 +201,7 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
         pc, _ = read_table(phi_c[score], stage="collapse")
         axes[3].errorbar(pc["t"], pc["phi_c"], yerr=pc["phi_c_se"], fmt="o-", ms=3, color=color, label=score)
     pos = np.arange(len(names))
-    axes[2].bar(pos - 0.2, fractions, 0.4, yerr=errors, capsize=3, color=[COLORS.get(n) for n in names],
+    axes[2].bar(pos - 0.2, fractions, 0.4, yerr=errors, capsize=3, color=[score_color(n) for n in names],
                 label="training set")
     axes[2].bar(pos + 0.2, nulls, 0.4, color="none", edgecolor="k", label="null: reference set")
     axes[2].set_xticks(pos, names)
@@ -305,13 +313,14 @@ def symmetry_figure(exp: str, symmetry: str, path: Path) -> None:
     _save(fig, path)
 
 
-def _member_label(meta: dict) -> str:
+def _member_label(meta: dict, grid_keys: Sequence[str]) -> str:
     """The values of the grid keys of a member of a group, from its subset's metadata."""
     names = {"beta": "β"}
-    return ", ".join(f"{names.get(k, k)} = {meta[k]:g}" for k in GRID_KEYS if meta.get(k) is not None)
+    return ", ".join(f"{names.get(k, k)} = {meta[k]:g}" for k in grid_keys if meta.get(k) is not None)
 
 
-def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str, str], path: Path) -> None:
+def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str, str], path: Path,
+                            grid_keys: Sequence[str] = ()) -> None:
     """phi against t/t_S for every member (``files``: member -> its data, spectrum, theory
     and cloning paths; ``scores``: member -> the score model of that cloning table), the
     closed form of each member where there is one, the line phi(t_S) and t/t_S = 1."""
@@ -329,7 +338,7 @@ def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str
             ax.plot(theory["t"] / unit, theory["phi"], color=color, lw=1)
         score = scores[exp]
         tab, meta = read_table(f["cloning"], stage="cloning")
-        label = f"{_member_label(data)} ({score})"
+        label = f"{_member_label(data, grid_keys)} ({score})"
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=tab["phi_se"], fmt="o", ms=3.5, capsize=2, color=color,
                     label=label + f": $t_S$ = {t_S:.3g}")
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
@@ -342,7 +351,7 @@ def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str
     _save(fig, path)
 
 
-def group_collapse_figure(group: str, files: dict[str, dict], path: Path) -> None:
+def group_collapse_figure(group: str, files: dict[str, dict], path: Path, grid_keys: Sequence[str] = ()) -> None:
     """f(t)/alpha with Monte Carlo error bars for every member (``files``: member -> its data,
     entropy and theory paths), the closed form where there is one, and its
     t_C = 1/2 log(1 + s^2/(n^{2/d} - 1)) marked."""
@@ -354,7 +363,7 @@ def group_collapse_figure(group: str, files: dict[str, dict], path: Path) -> Non
         theory, tmeta = read_table(f["theory"], stage="theory")
         data = read_metadata(f["data"], "subset")
         alpha = emeta["alpha"]
-        _f_over_alpha(ax, ent, theory, alpha, color, color, f"{_member_label(data)}: α = {alpha:.3g}")
+        _f_over_alpha(ax, ent, theory, alpha, color, color, f"{_member_label(data, grid_keys)}: α = {alpha:.3g}")
         if tmeta.get("t_C") is not None:
             ax.axvline(tmeta["t_C"], color=color, ls="--", lw=1)
     _f_axes(ax, f"{group}: collapse (lines: closed form; dashed: its $t_C$)", (-0.1, 1.1))

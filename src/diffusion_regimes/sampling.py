@@ -170,3 +170,20 @@ def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.
 
         sampler.run(score, sampler.prior(B, len(direction), gen), gen, stop=int(idx.max()), callback=observe)
     return sampler.grid[idx], q
+
+
+def projection_table(data_model, sampler: Sampler, symmetry: dict, t_S: float, seed: int):
+    """The symmetry-breaking measurement: projections q = x . m / sqrt(d) of backward
+    trajectories of the data model's exact score at ``symmetry.times`` (units of t_S), as a
+    table (``t``, ``t_rel``, ``q``) and results (the bimodality of each time's histogram)."""
+    import pandas as pd
+
+    rel = np.asarray(symmetry["times"], dtype=np.float64)
+    times, q = sample_projections(data_model.exact_score(), sampler, symmetry["n_trajectories"],
+                                  data_model.symmetry_direction(), rel * t_S, seed)
+    K, n = q.shape
+    table = pd.DataFrame({"t": np.repeat(times, n), "t_rel": np.repeat(times / t_S, n), "q": q.reshape(-1)})
+    meta = data_model.meta
+    results = {"t_S": t_S, "d": meta["d"], "mu_tilde": meta["mu_tilde"], "sigma": meta["sigma"],
+               "bimodality": [float(np.mean(np.abs(row)) / np.std(row)) for row in q]}
+    return table, results

@@ -19,8 +19,8 @@ Samplers, cloning and collapse code see only this callable.
 - :mod:`diffusion_regimes.external`: models trained elsewhere (diffusers, EDM-style,
   entry points), converted to this interface.
 
-:func:`score_model` builds the score model of a kind (``exact``, ``empirical``, a network,
-or ``external``) for a subset: the one factory the stages use.
+Which kind an experiment's score model is, what it reads and how it is built is the
+score-model registry's (:mod:`diffusion_regimes.scoremodels`, :func:`build_score`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,6 @@ from typing import Protocol
 
 import torch
 
-from .config import NETWORK_SCORES, SCORE_KINDS
-from .errors import InputError
-from .external import external_score
-from .networks import NetworkScore, load_network
 from .schedule import delta, gamma
 
 
@@ -222,24 +218,3 @@ class EmpiricalScore:
         d2 = ((x[:, None, :] - self.a.to(x.dtype)[None] * math.exp(-t)) ** 2).sum(-1)
         return (torch.logsumexp(-d2 / (2 * dt), 1) - math.log(self.n)
                 - 0.5 * self.d * math.log(2 * math.pi * dt))
-
-
-def score_model(kind: str, x: torch.Tensor, model, block: int | None = None, network: str | None = None,
-                sampler: dict | None = None, device: str | None = None, external: dict | None = None) -> Score:
-    """The score model ``kind`` for a subset x (n, d) of data model ``model``
-    (:class:`diffusion_regimes.datamodels.DataModel`): ``exact`` (the model's exact score),
-    ``empirical`` (:class:`EmpiricalScore` with ``block`` training points per block), a
-    network read from the checkpoint ``network``, or ``external`` (the config's ``external``
-    block, :mod:`diffusion_regimes.external`); networks are evaluated ``sampler['batch_size']``
-    rows at a time on ``device`` (trained here: at ``sampler['precision']``)."""
-    sampler = sampler or {}
-    if kind == "exact":
-        return model.exact_score()
-    if kind == "empirical":
-        return EmpiricalScore(x, block or 4096)
-    if kind in NETWORK_SCORES:
-        return NetworkScore(load_network(network), sampler.get("batch_size", 512), device or "auto",
-                            sampler.get("precision", "fp32"))
-    if kind == "external":
-        return external_score(external or {}, x.shape[1], device or "auto", sampler.get("batch_size", 512))
-    raise InputError(f"unknown score model {kind!r}: use one of {', '.join(SCORE_KINDS)}")

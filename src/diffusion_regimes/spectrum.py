@@ -103,3 +103,31 @@ def spectrum_table(eigenvalues: np.ndarray) -> pd.DataFrame:
 def bulk_variance(Lambda: float, trace: float, d: int) -> float:
     """Mean variance per direction outside the top one: ``(trace - Lambda)/(d - 1)``."""
     return float((trace - Lambda) / max(d - 1, 1))
+
+
+# ----------------------------------------------------------------------------- the measurement
+#: summary columns (name, key of the metadata, dtype; None: inferred): one row per experiment
+SUMMARY = (("n", "n", "int64"), ("d", "d", "int64"), ("Lambda", "Lambda", None),
+           ("Lambda_channel0", "Lambda_channel0", None), ("t_S_theory", "t_S", None), ("source", "source", None),
+           ("Lambda_paper", "Lambda_paper", "Float64"))
+
+
+def measure(x: torch.Tensor, shape: tuple[int, ...], spectrum: dict) -> tuple[pd.DataFrame, dict]:
+    """Top of the covariance spectrum over all channels (the table) and Lambda over channel 0
+    only; ``spectrum.lambda_from`` says which Lambda sets t_S = 1/2 log Lambda."""
+    from .schedule import speciation_time
+
+    n, d = x.shape
+    ev = covariance_eigenvalues(x, spectrum["top"], spectrum["method"])
+    if len(shape) == 3 and shape[0] > 1:
+        lambda0 = float(covariance_eigenvalues(x.view(n, shape[0], -1)[:, 0].contiguous(), 1, spectrum["method"])[0])
+    else:
+        lambda0 = float(ev[0])
+    lambda_all = float(ev[0])
+    Lambda = lambda_all if spectrum["lambda_from"] == "all" else lambda0
+    trace = covariance_trace(x)
+    results = {"Lambda": Lambda, "t_S": speciation_time(Lambda), "Lambda_all": lambda_all,
+               "Lambda_channel0": lambda0, "t_S_channel0": speciation_time(lambda0),
+               "lambda_from": spectrum["lambda_from"], "trace": trace,
+               "bulk_variance": bulk_variance(lambda_all, trace, d), "n": n, "d": d}
+    return spectrum_table(ev[:spectrum["top"]]), results

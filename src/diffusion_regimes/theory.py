@@ -141,3 +141,18 @@ def crossing_time(t: np.ndarray, y: np.ndarray, level: float) -> float:
     if y[i] == y[i + 1]:
         return float(t[i])
     return float(t[i] + (t[i + 1] - t[i]) * y[i] / (y[i] - y[i + 1]))
+
+
+# ----------------------------------------------------------------------------- the theory stage
+#: summary columns (name, key of the metadata, dtype): one row per experiment
+SUMMARY = (("t_C_theory_gm", "t_C", "Float64"), ("t_C_theory_gm_finite_d", "t_C_finite_d", "Float64"))
+
+
+def theory_columns(data_model, theory: dict, t_S: float, Lambda: float) -> tuple[dict[str, np.ndarray], dict]:
+    """The data model's closed forms on ``theory.n_t`` OU times up to ``theory.t_max`` (NaN
+    where it has none): (columns ``t``, ``phi``, ``f``, ..., scalar results)."""
+    t = np.linspace(theory["t_max"] / theory["n_t"], theory["t_max"], theory["n_t"])
+    columns, extra = data_model.theory(t)
+    results = {"t_S": t_S, "Lambda": Lambda, "t_C": None,
+               "model": data_model.meta["source"] if data_model.kind == "solvable" else None, **extra}
+    return {"t": t, **columns}, results

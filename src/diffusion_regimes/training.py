@@ -26,9 +26,9 @@ earlier, shorter run of the same settings (a weight snapshot, which holds the fu
 state); training continues from it when ``state_path`` holds nothing further along.
 A chain of such runs ends with the same weights as one uninterrupted run.
 
-The run options (:data:`diffusion_regimes.config.RUN_OPTIONS`: ``checkpoint_every``,
-``compile``, ``channels_last``) cannot change the result and may differ between a run
-and its resumption.
+The run options (``options``: the train block's ``checkpoint_every``, ``compile``,
+``channels_last``, :data:`diffusion_regimes.config.RUN_OPTIONS`) cannot change the result
+and may differ between a run and its resumption: they are not in the resume fingerprint.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import RUN_OPTIONS
 from .device import place_data, resolve_channels_last, resolve_device, resolve_precision, rng_states, set_rng_states
 from .errors import InputError
 from .io import load_checkpoint, save_checkpoint
@@ -55,9 +54,9 @@ from .seeding import Stream, generator, global_torch_seed
 log_ = logging.getLogger("diffusion_regimes")
 
 #: train keys left out of the resume fingerprint: ``steps`` (a longer run continues a
-#: shorter one's state: the learning rate and the data stream are functions of the step)
-#: and the run options, which cannot change the result (``precision`` enters resolved)
-_NOT_FINGERPRINTED = ("steps", "precision") + RUN_OPTIONS["train"]
+#: shorter one's state: the learning rate and the data stream are functions of the step);
+#: ``precision`` enters resolved; the run options come apart (``options``)
+_NOT_FINGERPRINTED = ("steps", "precision")
 
 
 def learning_rate(step: int, cfg: dict, n: int) -> float:
@@ -106,10 +105,13 @@ def _own_state(state_path: Path, fingerprint: str, steps: int) -> dict | None:
 
 def train_network(x: torch.Tensor, arch: str, model_cfg: dict, shape: tuple[int, ...], train_cfg: dict,
                   seed: int, state_path: str | Path, progress: bool = True,
-                  device: str = "auto", start: str | Path | None = None) -> tuple[EpsilonModel, pd.DataFrame, dict]:
+                  device: str = "auto", start: str | Path | None = None,
+                  options: dict | None = None) -> tuple[EpsilonModel, pd.DataFrame, dict]:
     """Train a noise-predicting network of architecture ``arch`` on data x (n, d) float32
     whose samples have ``shape`` (prod(shape) = d). ``train_cfg`` holds the config's
-    ``train`` block (result keys and run options); ``seed`` seeds the data stream, and
+    ``train`` block without its run options (its keys but ``steps`` and ``precision`` are
+    the resume fingerprint), ``options`` the run options (``checkpoint_every``, ``compile``,
+    ``channels_last``: not fingerprinted); ``seed`` seeds the data stream, and
     through :data:`Stream.INIT` the initial weights and dropout.
 
     Returns (the :class:`EpsilonModel` on the CPU in eval mode, with the EMA weights when
@@ -121,19 +123,20 @@ def train_network(x: torch.Tensor, arch: str, model_cfg: dict, shape: tuple[int,
     with global_torch_seed(seed, Stream.INIT):  # weights and dropout use torch's global generator
         model = build_model(arch, model_cfg, shape)
         return _train(model, x, arch, model_cfg, train_cfg, seed, Path(state_path), progress, device,
-                      None if start is None else Path(start))
+                      None if start is None else Path(start), options or {})
 
 
 def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, train_cfg: dict, seed: int,
-           state_path: Path, progress: bool, device: str,
-           start: Path | None) -> tuple[EpsilonModel, pd.DataFrame, dict]:
+           state_path: Path, progress: bool, device: str, start: Path | None,
+           options: dict) -> tuple[EpsilonModel, pd.DataFrame, dict]:
+    result_cfg, train_cfg = train_cfg, {**train_cfg, **options}
     dev = resolve_device(device)
     precision = resolve_precision(train_cfg.get("precision", "auto"), dev)
     channels_last = resolve_channels_last(train_cfg.get("channels_last"), dev)
     ema_decay = train_cfg.get("ema")
     g = generator(seed)  # data stream, on the CPU on every device
     times = torch.as_tensor(ddpm_times(), dtype=torch.float32)
-    fingerprint = _fingerprint(x, model, arch, model_cfg, train_cfg, seed, precision)
+    fingerprint = _fingerprint(x, model, arch, model_cfg, result_cfg, seed, precision)
     state = _resume_state(state_path, fingerprint, train_cfg["steps"], start)
     step, log = 0, []
     if state is not None:
@@ -228,3 +231,31 @@ def loss_log_frame(rows: np.ndarray) -> pd.DataFrame:
     """The loss log ``step, loss, lr`` from its rows (N, 3) (a training state's ``log``)."""
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
     return pd.DataFrame({"step": rows[:, 0].astype(np.int64), "loss": rows[:, 1], "lr": rows[:, 2]})
+
+
+def training_results(net: EpsilonModel, loss_log: pd.DataFrame, info: dict) -> dict:
+    """The scalars a trained network's files record: parameters, the mean loss of the last 100
+    steps, steps, the time scale and the run's info."""
+    from .models import count_parameters
+
+    return {"parameters": count_parameters(net),
+            "final_loss": float(loss_log["loss"].tail(100).mean()) if len(loss_log) else float("nan"),
+            "steps": int(loss_log["step"].iloc[-1]) if len(loss_log) else 0, "time_scale": net.time_scale, **info}
+
+
+def network_from_snapshot(path: str | Path, steps: int) -> tuple[EpsilonModel, pd.DataFrame, dict]:
+    """The network of a weight snapshot that must be at ``steps`` (the memorisation study's
+    last one, the experiment's model): (network, its loss log, results)."""
+    from .networks import load_network
+
+    net = load_network(path, "train_snapshot")
+    state = load_checkpoint(path, required=("log", "step", "metadata"))
+    if int(state["step"]) != steps:
+        raise InputError(f"{path}: a snapshot at step {int(state['step'])}, not the configured {steps}; "
+                         "delete it and re-run")
+    loss_log = loss_log_frame(state["log"].numpy())
+    made = state["metadata"] if isinstance(state["metadata"], dict) else {}
+    results = {**training_results(net, loss_log, {k: made.get(k) for k in ("device", "precision", "channels_last",
+                                                                         "compile", "ema")}),
+               "steps": int(state["step"]), "from_snapshot": str(path)}
+    return net, loss_log, results

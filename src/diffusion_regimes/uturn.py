@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .sampling import Sampler
 from .schedule import forward_noise
 from .scores import Score
-from .seeding import Stream, generator, numpy_generator
+from .seeding import Stream, derive_seed, generator, numpy_generator
 
 
 def choose_points(n: int, n_points: int, seed: int) -> np.ndarray:
@@ -74,3 +74,35 @@ def u_turn(score: Score, sampler: Sampler, points: torch.Tensor, branch_times: n
     times = sampler.grid[idx]
     order = np.argsort(times, kind="stable")
     return times[order], kept[order]
+
+
+# ----------------------------------------------------------------------------- the measurement
+#: summary columns (name, key of the metadata, dtype): one row per (experiment, score); absent
+#: (null) for experiments without U-turns
+SUMMARY = (("t_U_measured", "t_U_measured", "Float64"), ("t_U_measured_se", "t_U_measured_se", "Float64"))
+
+
+def measure(score: Score, score_name: str, points: torch.Tensor, label: Callable, accuracy: float | None,
+            sampler: dict, t_S: float, uturn: dict, seed: int, exp: str) -> tuple[object, dict, dict]:
+    """U-turns from ``uturn.n_points`` of the given points: phi_U(t) with bootstrap errors and
+    the time where it crosses phi(t_S) of the closed form (and, for classes from a classifier,
+    phi_U corrected for its held-out error). Returns (table, results, config record)."""
+    from .cloning import add_agreement_columns, agreement_table, branch_times_ou
+    from .theory import PHI_AT_T_S
+
+    pick = choose_points(len(points), uturn["n_points"], derive_seed(seed, exp, Stream.UTURN))
+    samp = Sampler.from_config(sampler)
+    branch = branch_times_ou(uturn["branch_times"], t_S, uturn["time_unit"])
+    times, kept = u_turn(score, samp, points[pick], branch, label, derive_seed(seed, exp, Stream.UTURN, score_name),
+                         uturn["batch"], progress=True)
+    boot = derive_seed(seed, exp, Stream.BOOTSTRAP_UTURN, score_name)
+    table, cross = agreement_table(times, kept, uturn["n_bootstrap"], boot)
+    table = table.rename(columns={"n_pairs": "n_points"})
+    corrected = {}
+    if accuracy is not None:  # labels from a classifier: also corrected for its held-out error
+        c = add_agreement_columns(table, "corrected", times, kept, uturn["n_bootstrap"], boot, flip=1.0 - accuracy)
+        corrected = {"t_U_measured_corrected": c["crossing"], "t_U_measured_corrected_se": c["crossing_se"]}
+    results = {"t_U_measured": cross["crossing"], "t_U_measured_se": cross["crossing_se"],
+               "t_U_measured_missed": cross["crossing_missed"], **corrected, "level": PHI_AT_T_S,
+               "t_S": t_S, "accuracy": accuracy, "start": uturn["start"], "n_points": len(pick), "nfe": samp.nfe}
+    return table, results, {"uturn": uturn, "sampler": samp.settings, "score": score_name}

@@ -117,7 +117,7 @@ rule symmetry:
     params:
         exp="{exp}",
         symmetry=experiment("symmetry"),
-        sampler=sampler_params,
+        sampler=symmetry_sampler_param,
         seed=config["seed"],
     log:
         log_path("symmetry"),

@@ -3,18 +3,14 @@
 # evaluated once per job on a cluster.
 from diffusion_regimes import paths
 from diffusion_regimes.config import (
-    NETWORK_BLOCKS,
-    NETWORK_SCORES,
-    SAMPLED_AS_NETWORK,
-    SCORE_KINDS,
+    GRID_KEYS,
     is_image,
     memorisation_steps,
     needs_classifier,
     needs_t_S,
     result_keys,
-    sampler_settings,
 )
-from diffusion_regimes.external import external_inputs
+from diffusion_regimes.scoremodels import registered_kinds, sampler_settings, score_kind, score_spec, trainable_kinds
 
 EXPERIMENTS = config["experiments"]
 # software of every rule for --software-deployment-method conda (the package itself
@@ -25,7 +21,7 @@ CONDA_ENV = "../envs/runtime.yaml"
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     group="|".join(sorted({c["group"] for c in EXPERIMENTS.values() if c["group"]})) or "no-group",
-    score="|".join(SCORE_KINDS),
+    score="|".join(registered_kinds()),
     shard=r"\d+",
     step=r"\d+",
 
@@ -53,10 +49,20 @@ def exp_cfg(wildcards):
     return EXPERIMENTS[wildcards.exp]
 
 
+#: the score models the workflow trains (the train and snapshot rules' wildcard)
+TRAINABLE = "|".join(trainable_kinds())
+
+
 # ---- params that are not a plain look-up
+def score_param(wildcards):
+    """The score model of the job as plain values (the registry's spec: kind, settings,
+    sampler, device): the one parameter of every job that samples it."""
+    return score_spec(exp_cfg(wildcards), wildcards.score, config["device"])
+
+
 def network_params(wildcards):
-    """The architecture block of the network score model being trained (model, mlp)."""
-    return exp_cfg(wildcards)[NETWORK_BLOCKS[wildcards.score]]
+    """The config block of the network being trained (its score model's settings)."""
+    return score_kind(wildcards.score).settings(exp_cfg(wildcards))
 
 
 def train_params(wildcards):
@@ -107,34 +113,14 @@ def shard_param(wildcards):
     return int(wildcards.shard)
 
 
-def sampler_params(wildcards):
-    """The sampler of this score model (network_sampler for networks), relevant keys only."""
-    key = "network_sampler" if getattr(wildcards, "score", None) in SAMPLED_AS_NETWORK else "sampler"
-    return sampler_settings(exp_cfg(wildcards)[key])
+def labeller_device_param(wildcards):
+    """Where the classifier labelling a job's samples runs (None without one)."""
+    return config["device"] if needs_classifier(exp_cfg(wildcards)) else None
 
 
-def score_block_param(wildcards):
-    """Block size of the empirical score, for the jobs whose score model is empirical."""
-    return exp_cfg(wildcards)["block"] if wildcards.score == "empirical" else None
-
-
-def device_param(wildcards):
-    """Where networks run (config device): training, the classifier, and cloning with a
-    network score or a classifier labeller; None for jobs that run no network."""
-    score = getattr(wildcards, "score", None)
-    if score is None or score in SAMPLED_AS_NETWORK or needs_classifier(exp_cfg(wildcards)):
-        return config["device"]
-    return None
-
-
-def network_device_param(wildcards):
-    """Where a network score runs (collapse uses no classifier)."""
-    return config["device"] if wildcards.score in SAMPLED_AS_NETWORK else None
-
-
-def external_param(wildcards):
-    """The external block, for the jobs whose score model is external."""
-    return exp_cfg(wildcards)["external"] if wildcards.score == "external" else None
+def symmetry_sampler_param(wildcards):
+    """The sampler of the symmetry stage (the exact score's: the analytic sampler block)."""
+    return sampler_settings(exp_cfg(wildcards)["sampler"])
 
 
 def train_state(wildcards):
@@ -155,12 +141,11 @@ def group_members_param(wildcards):
 
 # ---- inputs
 def sampling_inputs(wildcards, with_classifier=True):
+    """Data, spectrum, the files the score model reads (its registry entry says which), and
+    the classifier where classes come from one."""
     inputs = {"data": paths.DATA.format(exp=wildcards.exp),
-              "spectrum": paths.SPECTRUM.format(exp=wildcards.exp)}
-    if wildcards.score in NETWORK_SCORES:
-        inputs["model"] = paths.MODEL.format(exp=wildcards.exp, score=wildcards.score)
-    if wildcards.score == "external":  # its files, so that a new model re-runs what uses it
-        inputs["external"] = external_inputs(exp_cfg(wildcards)["external"])
+              "spectrum": paths.SPECTRUM.format(exp=wildcards.exp),
+              **score_kind(wildcards.score).inputs(wildcards.exp, exp_cfg(wildcards))}
     if with_classifier and needs_classifier(exp_cfg(wildcards)):
         inputs["classifier"] = paths.CLASSIFIER.format(exp=wildcards.exp)
     return inputs
@@ -314,8 +299,9 @@ def feature_classifier(exp):
 
 
 def memorisation_snapshot_inputs(wildcards):
+    """Data, reference and the snapshot, as the network (``model``) of the score model."""
     inputs = {"data": paths.DATA.format(exp=wildcards.exp), "reference": paths.REFERENCE.format(exp=wildcards.exp),
-              "snapshot": paths.WEIGHT_SNAPSHOT.format(**dict(wildcards.items()))}
+              "model": paths.WEIGHT_SNAPSHOT.format(**dict(wildcards.items()))}
     if is_image(exp_cfg(wildcards)):
         inputs["classifier"] = feature_classifier(wildcards.exp)
     return inputs

@@ -19,13 +19,13 @@ rule train_snapshot:
         step=step_param,
         seed=config["seed"],
         state=snapshot_state,
-        device=device_param,
+        device=config["device"],
     log:
         log_path("train_step{step}", per_score=True),
     benchmark:
         bench_path("train_step{step}", per_score=True)
     wildcard_constraints:
-        score="|".join(NETWORK_SCORES),
+        score=TRAINABLE,
     threads: 2
     resources:
         mem_mb=4000,
@@ -43,19 +43,17 @@ rule memorisation_snapshot:
         measure=paths.MEMORISATION_SNAPSHOT,
     params:
         exp="{exp}",
-        score="{score}",
+        score=score_param,
         memorisation=memorisation_measure_params,
-        sampler=sampler_params,
         block=experiment("block"),
         seed=config["seed"],
         step=step_param,
-        device=device_param,
     log:
         log_path("memorisation_step{step}", per_score=True),
     benchmark:
         bench_path("memorisation_step{step}", per_score=True)
     wildcard_constraints:
-        score="|".join(NETWORK_SCORES),
+        score=TRAINABLE,
     resources:
         mem_mb=4000,
         runtime=minutes(30),
@@ -77,13 +75,13 @@ rule memorisation:
         memorisation=memorisation_gather_params,
         steps=memorisation_steps_param,
         seed=config["seed"],
-        device=device_param,
+        device=config["device"],
     log:
         log_path("memorisation", per_score=True),
     benchmark:
         bench_path("memorisation", per_score=True)
     wildcard_constraints:
-        score="|".join(NETWORK_SCORES),
+        score=TRAINABLE,
     resources:
         mem_mb=2000,
         runtime=minutes(10),

@@ -14,13 +14,13 @@ rule train:
         train=train_params,
         seed=config["seed"],
         state=train_state,
-        device=device_param,
+        device=config["device"],
     log:
         log_path("train", per_score=True),
     benchmark:
         bench_path("train", per_score=True)
     wildcard_constraints:
-        score="|".join(NETWORK_SCORES),
+        score=TRAINABLE,
     threads: 2
     resources:
         mem_mb=4000,
@@ -42,7 +42,7 @@ rule classifier:
         exp="{exp}",
         classifier=classifier_params,
         seed=config["seed"],
-        device=device_param,
+        device=config["device"],
     log:
         log_path("classifier"),
     benchmark:

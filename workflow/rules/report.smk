@@ -98,6 +98,7 @@ rule group_figures:
     params:
         group="{group}",
         members=group_members_param,
+        grid_keys=list(GRID_KEYS),
     log:
         f"{paths.LOGS}/groups/{{group}}/figures.log",
     benchmark:

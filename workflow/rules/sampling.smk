@@ -11,15 +11,12 @@ rule cloning_shard:
         snapshots=paths.SNAPSHOTS_SHARD,
     params:
         exp="{exp}",
-        score="{score}",
+        score=score_param,
         cloning=sampling_params("cloning"),
-        sampler=sampler_params,
-        block=score_block_param,
         min_accuracy=min_accuracy_param,
         seed=config["seed"],
         shard=shard_param,
-        device=device_param,
-        external=external_param,
+        device=labeller_device_param,
     log:
         log_path("cloning_{shard}", per_score=True),
     benchmark:
@@ -68,14 +65,11 @@ rule collapse_shard:
         pairs=paths.COLLAPSE_PAIRS_SHARD,
     params:
         exp="{exp}",
-        score="{score}",
+        score=score_param,
         collapse=sampling_params("collapse"),
-        sampler=sampler_params,
         block=experiment("block"),
         seed=config["seed"],
         shard=shard_param,
-        device=network_device_param,
-        external=external_param,
     log:
         log_path("collapse_{shard}", per_score=True),
     benchmark:
@@ -121,14 +115,11 @@ rule uturn:
         uturn=paths.UTURN,
     params:
         exp="{exp}",
-        score="{score}",
+        score=score_param,
         uturn=experiment("uturn"),
-        sampler=sampler_params,
-        block=score_block_param,
         min_accuracy=min_accuracy_param,
         seed=config["seed"],
-        device=device_param,
-        external=external_param,
+        device=labeller_device_param,
     log:
         log_path("uturn", per_score=True),
     benchmark:

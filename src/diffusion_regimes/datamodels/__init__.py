@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
+from ..registry import Registry
 
 #: the kinds of data model: ``solvable`` (vectors with an exact score, closed-form
 #: classes and theory) and ``images`` (image files; classes from a trained classifier)
@@ -104,37 +104,21 @@ class DataModel:
         return None
 
 
-#: name -> data model class
-REGISTRY: dict[str, type[DataModel]] = {}
-_builtins_loaded = False
-
-
-def register(cls: type[DataModel]) -> type[DataModel]:
-    """Class decorator: add a data model to the registry under ``cls.name``."""
+def _check_kind(cls: type[DataModel]) -> None:
     if cls.kind not in KINDS:
         raise TypeError(f"data model {cls.__name__}: kind {cls.kind!r} is not one of {KINDS}")
-    other = REGISTRY.get(cls.name)
-    if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise TypeError(f"data model name {cls.name!r} is taken by {other.__module__}.{other.__qualname__}")
-    REGISTRY[cls.name] = cls
-    return cls
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _builtins_loaded = True
+_registry = Registry("data model", "dataset source", __name__, __path__, _check_kind)
+#: name -> data model class
+REGISTRY: dict[str, type[DataModel]] = _registry.classes
+#: class decorator: add a data model to the registry under ``cls.name``
+register = _registry.register
 
 
 def data_model(source: str) -> type[DataModel]:
     """The data model class registered under ``source``."""
-    _load_builtins()
-    if source not in REGISTRY:
-        raise InputError(f"unknown dataset source {source!r}: use one of {sorted(REGISTRY)} "
-                         "(or name the module of your own in the config's plugins)")
-    return REGISTRY[source]
+    return _registry.get(source)
 
 
 def for_meta(meta: dict) -> DataModel:
@@ -144,8 +128,11 @@ def for_meta(meta: dict) -> DataModel:
 
 def registered_models() -> dict[str, type[DataModel]]:
     """Every registered data model (the built-in ones and the plugins loaded so far)."""
-    _load_builtins()
-    return dict(REGISTRY)
+    return _registry.all()
+
+
+#: plugin spec (as the config names it) -> the name of its imported module
+PLUGIN_MODULES: dict[str, str] = {}
 
 
 def load_plugins(specs: list[str]) -> list[type[DataModel]]:
@@ -180,6 +167,7 @@ def load_plugins(specs: list[str]) -> list[type[DataModel]]:
         except Exception as err:  # the plugin's own code failed while it was imported
             raise InputError(f"plugins: importing {spec!r} failed ({type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+        PLUGIN_MODULES[spec] = module.__name__  # its score models (scoremodels registry) are found by module
         new = [cls for cls in REGISTRY.values() if cls.__module__ == module.__name__]
         for cls in new:
             if not isinstance(cls.schema, dict):

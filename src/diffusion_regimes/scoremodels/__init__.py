@@ -1,0 +1,173 @@
+"""Score models: one class per kind, found by name in a registry.
+
+A score model kind (``exact``, ``empirical``, ``unet``, ``mlp``, ``external``, or a
+plugin's) declares, as class attributes and class methods:
+
+- ``name``: the name in an experiment's ``scores`` list (and the ``{score}`` wildcard);
+- ``block``: the experiment's config block holding its settings (None: no settings), and
+  for a plugin ``schema``, the JSON Schema of that block;
+- ``sampler``: the sampler block that samples it (``sampler`` or ``network_sampler``);
+- ``needs``: the data kind it requires (``solvable``, ``images``) or None;
+- ``network``: whether it is evaluated as a network (on the config's ``device``, a batch
+  at a time), and ``trainable``: whether the workflow trains it (the ``train`` rule and the
+  memorisation study's weight snapshots);
+- :meth:`ScoreModel.spec`: the one parameter the rules pass to a job (plain values);
+- :meth:`ScoreModel.inputs`: the files it reads besides the data (a checkpoint, a model folder);
+- :meth:`ScoreModel.check`: its rules of the config that a schema cannot say;
+- :meth:`ScoreModel.build`: in the job, the score object (the interface
+  ``score(x: (B, d), t: float) -> (B, d)`` of :mod:`diffusion_regimes.scores`);
+- trainable kinds: :meth:`ScoreModel.build_network` (the raw network) and
+  :meth:`ScoreModel.input_shape`.
+
+The workflow asks :func:`score_kind` for a kind and never branches on a score's name.
+Adding a kind is one class registered with :func:`register`: a built-in one in a module of
+this package, a user's one in a module named by the config's ``plugins`` list (the same
+list as the data models').
+
+This module does not import torch (the configuration layer and the DAG use it); the
+classes import what they build inside :meth:`ScoreModel.build`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..errors import ConfigError
+from ..paths import MODEL
+from ..registry import Registry
+
+#: data kinds a score model may require (those of the data models)
+DATA_KINDS = ("solvable", "images")
+#: how a message names each data kind
+NEEDS = {"solvable": "a solvable data model", "images": "image data"}
+#: the two sampler blocks of an experiment
+SAMPLER_BLOCKS = ("sampler", "network_sampler")
+
+
+def sampler_settings(cfg: dict) -> dict:
+    """The keys of a sampler block that matter (``T`` and ``t_end`` do not on the ddpm grid)."""
+    return {k: v for k, v in cfg.items() if cfg["grid"] != "ddpm" or k not in ("T", "t_end")}
+
+
+def config_error(where: str, what: str) -> ConfigError:
+    """The one-line config error of a key."""
+    return ConfigError(f"config error at {where}: {what}; see config/README.md")
+
+
+def needs_message(cls: type[ScoreModel], data_kind: str) -> str:
+    """Why a score model cannot run on data of ``data_kind``."""
+    hint = " (use 'mlp' for vectors)" if cls.needs == "images" else ""
+    return f"{cls.name!r} needs {NEEDS[cls.needs]}, not {data_kind} data{hint}"
+
+
+class ScoreModel:
+    """A kind of score model (class attributes and class methods only: no instances)."""
+
+    name: ClassVar[str]
+    block: ClassVar[str | None] = None
+    schema: ClassVar[dict | None] = None
+    sampler: ClassVar[str] = "sampler"
+    needs: ClassVar[str | None] = None
+    network: ClassVar[bool] = False
+    trainable: ClassVar[bool] = False
+
+    # --- torch-free: the workflow and the configuration layer
+    @classmethod
+    def settings(cls, exp_cfg: dict) -> Any:
+        """Its settings in an experiment's config (its ``block``), None without one."""
+        return exp_cfg[cls.block] if cls.block else None
+
+    @classmethod
+    def spec(cls, exp_cfg: dict, device: str) -> dict:
+        """The score model of an experiment as plain values, the one parameter of the jobs that
+        sample it: ``kind``, ``settings``, ``sampler`` (the settings of its sampler block that
+        matter) and ``device`` (None for kinds that are not networks)."""
+        return {"kind": cls.name, "settings": cls.settings(exp_cfg),
+                "sampler": sampler_settings(exp_cfg[cls.sampler]), "device": device if cls.network else None}
+
+    @classmethod
+    def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:
+        """Files it reads besides the data, by name (a change of them re-runs what uses it)."""
+        return {}
+
+    @classmethod
+    def check(cls, where: str, exp_cfg: dict, data_kind: str) -> None:
+        """Config rules a schema cannot say; ``where`` names the experiment (``experiments.x``)."""
+        if cls.needs and data_kind != cls.needs:
+            raise config_error(f"{where}.scores", needs_message(cls, data_kind))
+
+    # --- in the jobs (may import torch)
+    @classmethod
+    def build(cls, spec: dict, x, data_model, files: dict):
+        """The score object for the subset x (n, d) of ``data_model``, with ``files`` the paths
+        of :meth:`inputs` (as the job received them)."""
+        raise NotImplementedError
+
+    @classmethod
+    def input_shape(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Trainable kinds: one sample's shape as the raw network takes it, from the data's."""
+        raise ValueError(f"score model {cls.name!r} is not a network trained here")
+
+    @classmethod
+    def build_network(cls, settings: dict, shape: tuple[int, ...]):
+        """Trainable kinds: a raw noise-predicting network ``net(x: (B, *shape), c_noise: (B,))``."""
+        raise ValueError(f"score model {cls.name!r} is not a network trained here")
+
+
+class TrainedNetwork(ScoreModel):
+    """A noise-predicting network trained by the workflow (its checkpoint is ``models/{score}.pt``)."""
+
+    sampler = "network_sampler"
+    network = True
+    trainable = True
+
+    @classmethod
+    def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:
+        return {"model": MODEL.format(exp=exp, score=cls.name)}
+
+    @classmethod
+    def build(cls, spec: dict, x, data_model, files: dict):
+        from ..networks import NetworkScore, load_network
+
+        sampler = spec.get("sampler") or {}
+        return NetworkScore(load_network(files["model"]), sampler.get("batch_size", 512), spec.get("device") or "auto",
+                            sampler.get("precision", "fp32"))
+
+
+def _check_declaration(cls: type[ScoreModel]) -> None:
+    if cls.sampler not in SAMPLER_BLOCKS:
+        raise TypeError(f"score model {cls.__name__}: sampler {cls.sampler!r} is not one of {SAMPLER_BLOCKS}")
+    if cls.needs is not None and cls.needs not in DATA_KINDS:
+        raise TypeError(f"score model {cls.__name__}: needs {cls.needs!r} is not one of {DATA_KINDS}")
+
+
+_registry = Registry("score model", "score model", __name__, __path__, _check_declaration)
+#: name -> score model class
+REGISTRY: dict[str, type[ScoreModel]] = _registry.classes
+#: class decorator: add a score model kind to the registry under ``cls.name``
+register = _registry.register
+
+
+def score_kind(name: str) -> type[ScoreModel]:
+    """The score model class registered under ``name``."""
+    return _registry.get(name)
+
+
+def registered_kinds() -> dict[str, type[ScoreModel]]:
+    """Every registered score model (the built-in ones and the plugins loaded so far)."""
+    return _registry.all()
+
+
+def trainable_kinds() -> list[str]:
+    """Names of the kinds the workflow trains."""
+    return [name for name, cls in registered_kinds().items() if cls.trainable]
+
+
+def score_spec(exp_cfg: dict, name: str, device: str) -> dict:
+    """The spec (:meth:`ScoreModel.spec`) of score model ``name`` of an experiment."""
+    return score_kind(name).spec(exp_cfg, device)
+
+
+def build_score(spec: dict, x, data_model, files: dict):
+    """The score object of a spec (:meth:`ScoreModel.build`): the one factory of the jobs."""
+    return score_kind(spec["kind"]).build(spec, x, data_model, files)

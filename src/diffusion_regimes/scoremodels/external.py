@@ -1,0 +1,183 @@
+"""``external``: a score model trained elsewhere (the experiment's ``external`` block): a
+diffusers folder, an EDM-style network or an entry point, converted to the project's OU
+time and score interface by :mod:`diffusion_regimes.external`.
+
+This module (torch-free) owns what the workflow and validation read before any job: the
+files of a model (:func:`external_inputs`), a discrete schedule's ``abar_k`` and OU times
+(:func:`scheduler_alpha_bar`, :class:`DiscreteTime`), and the OU times a diffusers
+folder's scheduler covers (:func:`diffusers_time_range`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..schedule import ou_time, time_grid
+from . import ScoreModel, config_error, register
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+# ----------------------------------------------------------------------------- discrete schedules
+def scheduler_alpha_bar(cfg: dict) -> np.ndarray:
+    """``abar_k`` (T,) float64 of a diffusers scheduler config, as diffusers computes it.
+    Only discrete beta schedules are read (DDPM, DDIM, PNDM, Euler, DPM-Solver, ...): a
+    scheduler without betas (variance-exploding, EDM) or with zero-terminal-SNR rescaling
+    is refused with one line."""
+    if "beta_schedule" not in cfg and cfg.get("trained_betas") is None:
+        raise InputError(f"scheduler {cfg.get('_class_name', '?')} has no beta schedule: only discrete beta "
+                         "schedulers (DDPM, DDIM, ...) are read; wrap other models with external.kind edm or python")
+    if cfg.get("rescale_betas_zero_snr"):
+        raise InputError("scheduler rescale_betas_zero_snr is not supported (abar_T = 0 has no finite OU time); "
+                         "wrap the model with external.kind python")
+    T = int(cfg.get("num_train_timesteps", 1000))
+    kind = cfg.get("beta_schedule", "linear")
+    start, end = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 2e-2))
+    if cfg.get("trained_betas") is not None:
+        betas = np.asarray(cfg["trained_betas"], dtype=np.float64)
+    elif kind == "linear":
+        betas = np.linspace(start, end, T, dtype=np.float64)
+    elif kind == "scaled_linear":
+        betas = np.linspace(start**0.5, end**0.5, T, dtype=np.float64) ** 2
+    elif kind == "squaredcos_cap_v2":  # Nichol & Dhariwal's cosine schedule, betas capped at 0.999
+        def f(u: np.ndarray) -> np.ndarray:
+            return np.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+        k = np.arange(T, dtype=np.float64)
+        betas = np.minimum(1.0 - f((k + 1) / T) / f(k / T), 0.999)
+    else:
+        raise InputError(f"scheduler beta_schedule {kind!r} is not one of {BETA_SCHEDULES}")
+    return np.cumprod(1.0 - betas)
+
+
+class DiscreteTime:
+    """The OU times ``t_k = -1/2 log abar_k`` of a discrete schedule's steps k = 0..T-1, and
+    the piecewise-linear maps between OU time and a fractional step."""
+
+    def __init__(self, alpha_bar: np.ndarray):
+        self.times = ou_time(alpha_bar)
+        if not np.all(np.diff(self.times) > 0):
+            raise InputError("the scheduler's abar is not decreasing: its OU times do not increase")
+        self.steps = np.arange(len(self.times), dtype=np.float64)
+
+    @property
+    def t_max(self) -> float:
+        return float(self.times[-1])
+
+    def step(self, t: float) -> float:
+        """The fractional step of OU time t (clamped to the schedule's range)."""
+        return float(np.interp(t, self.times, self.steps))
+
+    def time(self, step: float) -> float:
+        """The OU time of a fractional step (the inverse map)."""
+        return float(np.interp(step, self.steps, self.times))
+
+
+# ----------------------------------------------------------------------------- a diffusers folder
+def diffusers_folders(path: Path) -> tuple[Path, Path]:
+    """(folder of the UNet, scheduler config file) of a save_pretrained layout."""
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder (external.path must be a diffusers save_pretrained folder)")
+    unet = path / "unet" if (path / "unet" / "config.json").exists() else path
+    for cand in (unet / "scheduler_config.json", path / "scheduler" / "scheduler_config.json",
+                 path / "scheduler_config.json"):
+        if cand.exists():
+            return unet, cand
+    raise InputError(f"{path}: no scheduler_config.json (beside the model, or in scheduler/); save the "
+                     "scheduler with scheduler.save_pretrained(folder)")
+
+
+def weights_file(folder: Path) -> Path:
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (folder / name).exists():
+            return folder / name
+    raise InputError(f"{folder}: no diffusion_pytorch_model.safetensors or .bin weights; save the model with "
+                     "save_pretrained(folder)")
+
+
+def external_inputs(cfg: dict) -> list[str]:
+    """The files an ``external`` block reads (so that the workflow re-runs what uses the model
+    when they change): a diffusers folder's config, weights and scheduler config, or the
+    ``.py`` file of an entry point. Imports no torch."""
+    if cfg.get("kind") == "diffusers":
+        unet, sched = diffusers_folders(Path(cfg["path"]))
+        return [str(unet / "config.json"), str(weights_file(unet)), str(sched)]
+    module = (cfg.get("entry") or "").rpartition(":")[0]
+    return [module] if module.endswith(".py") else []
+
+
+def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
+    """OU times (t of the first step, t of the last) of a diffusers folder's scheduler.
+    Imports no torch."""
+    _, sched_file = diffusers_folders(Path(path))
+    try:
+        sched = json.loads(sched_file.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{sched_file}: unreadable scheduler config ({err}); save the scheduler again") from None
+    times = ou_time(scheduler_alpha_bar(sched))
+    return float(times[0]), float(times[-1])
+
+
+# ----------------------------------------------------------------------------- the kind
+
+
+def sampler_range(s: dict) -> tuple[float, float]:
+    """(t_end, T): the OU times of the first and last point of a sampler block's grid."""
+    grid = time_grid(s["grid"], s["steps"], None if s["grid"] == "ddpm" else s["T"], s["t_end"])
+    return float(grid[-1]), float(grid[0])
+
+
+@register
+class External(ScoreModel):
+    """A model from elsewhere; its files are inputs, so that a new model re-runs what uses it."""
+
+    name = "external"
+    block = "external"
+    sampler = "network_sampler"
+    network = True
+
+    @classmethod
+    def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:
+        return {"external": external_inputs(exp_cfg["external"])}
+
+    @classmethod
+    def check(cls, where: str, exp_cfg: dict, data_kind: str) -> None:
+        """The keys each kind of external model needs, its folder (nothing is fetched), and for
+        diffusers models the network sampler's range inside the model's steps."""
+        where_ext = f"{where}.external"
+        ext = exp_cfg["external"]
+        kind = ext["kind"]
+        if kind is None:
+            raise config_error(f"{where_ext}.kind", "score model 'external' needs external.kind: diffusers, edm "
+                               "or python")
+        need = {"diffusers": ("path",), "edm": ("entry", "shape"), "python": ("entry",)}[kind]
+        for key in need:
+            if ext[key] is None:
+                raise config_error(f"{where_ext}.{key}", f"external.kind {kind} needs external.{key}")
+        if kind == "diffusers" and not Path(ext["path"]).is_dir():
+            raise config_error(f"{where_ext}.path", f"{ext['path']} is not a folder: give the local folder that "
+                               "save_pretrained wrote (nothing is downloaded)")
+        if kind == "diffusers":  # the folder's files, checked once here (no torch)
+            try:
+                external_inputs(ext)
+                first, last = diffusers_time_range(ext["path"])
+            except InputError as err:
+                raise config_error(f"{where_ext}.path", str(err)) from None
+            lo, hi = sampler_range(exp_cfg[cls.sampler])
+            if hi > last + 1e-9 or lo < first * (1 - 1e-6):
+                raise config_error(f"{where}.{cls.sampler}", f"its grid [{lo:.4g}, {hi:.4g}] leaves the model's "
+                                   f"steps, OU times [{first:.4g}, {last:.4g}]: set T and t_end inside them")
+        if ext["entry"] is not None and ":" not in ext["entry"]:
+            raise config_error(f"{where_ext}.entry", "give module:function or path/to/file.py:function")
+
+    @classmethod
+    def build(cls, spec: dict, x, data_model, files: dict):
+        from ..external import external_score
+
+        sampler = spec.get("sampler") or {}
+        return external_score(spec["settings"], x.shape[1], spec.get("device") or "auto",
+                              sampler.get("batch_size", 512))
