@@ -40,17 +40,18 @@ def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, packed: bool
             (folder / name).write_bytes(blob)
 
 
-def write_cifar(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
+def write_cifar(root: Path, images: np.ndarray, labels: np.ndarray, protocol: int | None = None) -> None:
     """CIFAR-10's python pickles: data (N, 3072) uint8 in CHW order, labels list."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": names}, fh)
+        pickle.dump({"label_names": names}, fh, protocol=protocol)
     for k, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
-        batch = {"data": images[part].reshape(len(part), -1), "labels": labels[part].tolist()}
+        batch = {"data": images[part].reshape(len(part), -1), "labels": labels[part].tolist(),
+                 "batch_label": f"batch {k + 1}".encode()}
         with open(folder / f"data_batch_{k + 1}", "wb") as fh:
-            pickle.dump(batch, fh)
+            pickle.dump(batch, fh, protocol=protocol)
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -68,6 +69,45 @@ def test_mnist_idx_reader_and_recipe(tmp_path, packed):
     again, _ = subset({"source": "mnist", "data_root": str(tmp_path), "classes": [1, 8], "per_class": 4}, 5)
     assert table.equals(again)  # deterministic for a seed
     assert set(np.asarray(table.column("source_index")) % 10) == {1, 8}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_cifar10_batches_in_every_pickle_protocol_numpy_writes(tmp_path, protocol):
+    """Batches re-saved from Python 3 (bytes through _codecs.encode at protocols 0-2, arrays
+    through _frombuffer at protocol 5) are valid data: read, without running code."""
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(20, 3, 32, 32), dtype=np.uint8)
+    write_cifar(tmp_path, images, np.arange(20) % 10, protocol)
+    src = load_source({"source": "cifar10", "data_root": str(tmp_path)})
+    np.testing.assert_allclose(src.images[5].numpy(), images[5] / 255.0, rtol=1e-6)
+
+
+class _Encoded:
+    """Pickles as a call of the functions the other encodings name, with arguments they never carry."""
+
+    def __init__(self, payload: str):
+        self.payload = payload
+
+    def __reduce__(self):
+        import codecs
+
+        from numpy._core.numeric import _frombuffer
+
+        if self.payload == "codec":  # another codec than latin-1
+            return codecs.encode, ("data", "rot13")
+        return _frombuffer, (bytearray(8), np.dtype(object), (1,), "C")  # an object array
+
+
+@pytest.mark.parametrize("payload", ["codec", "object array"])
+def test_the_other_encodings_stay_closed(tmp_path, payload):
+    """The stand-ins for _codecs.encode and _frombuffer admit latin-1 text and plain arrays only."""
+    from diffusion_regimes.errors import InputError
+
+    write_cifar(tmp_path, np.zeros((10, 3, 32, 32), np.uint8), np.arange(10))
+    blob = pickle.dumps({"data": _Encoded(payload), "labels": [0]}, protocol=5)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(blob)
+    with pytest.raises(InputError, match="not allowed in a data file|not a"):
+        load_source({"source": "cifar10", "data_root": str(tmp_path)})
 
 
 def test_cifar10_pickle_reader_by_class_names(tmp_path):

@@ -227,14 +227,39 @@ def read_celeba(root: Path, attribute: str) -> LabelledImages:
                           [f"not {attribute}", attribute], loader=load)
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocols 0-2 of Python 3 use it for bytes (latin-1 text), and
+    nothing more: no other codec is looked up."""
+    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed in a data file")
+    return text.encode("latin-1")
+
+
+def _frombuffer(buffer, dtype, shape, order):
+    """``numpy._core.numeric._frombuffer`` as protocol 5 uses it for arrays, refusing object
+    arrays (their items would be arbitrary objects)."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("an object array is not allowed in a data file")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and plain containers only: a data file cannot run code."""
+    """Unpickles numpy arrays and plain containers only, in every encoding numpy and Python 3
+    write (protocols 0-5; bytes of protocols 0-2 through a latin-1-only ``_codecs.encode``,
+    arrays of protocol 5 through a ``_frombuffer`` that refuses object arrays): a data file
+    cannot run code."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar")}
+    #: safe stand-ins for the functions the other encodings name
+    REPLACED = {("_codecs", "encode"): _latin1_encode, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+                ("numpy.core.numeric", "_frombuffer"): _frombuffer}
 
     def find_class(self, module: str, name: str):
+        if (module, name) in self.REPLACED:
+            return self.REPLACED[module, name]
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a data file")
         return super().find_class(module, name)
