@@ -417,3 +417,79 @@ def test_killed_snakemake_lock_and_recovery(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     meta = json.loads(pq.read_schema(work / "results/gmm/theory.parquet").metadata[b"diffusion_regimes"])
     assert meta["stage"] == "theory"
+
+
+# ----------------------------------------------------------------------------- non-finite numbers
+@pytest.mark.slow
+def test_a_score_that_returns_nan_stops_the_run_before_any_summary(tmp_path):
+    """An external score returning NaN ends its job with one line naming the score model and
+    the time; no summary or Table 1 is written with the bad numbers."""
+    (tmp_path / "nan_score.py").write_text(
+        "import torch\n"
+        "def make(d):\n"
+        "    return (lambda x, t: torch.full_like(x, float('nan'))), (d,)\n")
+    cfg = {"seed": 0, "experiments": {"g": {
+        "dataset": {"source": "gaussian_mixture", "d": 8, "n": 64}, "scores": ["external"],
+        "external": {"kind": "python", "entry": f"{tmp_path}/nan_score.py:make", "options": {"d": 8}},
+        "network_sampler": {"steps": 10, "T": 4.0},
+        "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0], "n_bootstrap": 10},
+        "collapse": {"n_trajectories": 8, "n_pairs": 8, "branch_times": [0.2, 0.5], "n_bootstrap": 10},
+        "entropy": {"t_min": 0.1, "t_max": 2.0, "n_t": 3, "n_samples": 16}, "theory": {"n_t": 10}}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    proc = snakemake(work, "results/g/external/shards/cloning_0.parquet", configfile=path)
+    assert_one_line(proc, "score model 'external' returned NaN or inf", "OU time", "of 16 states")
+    proc = snakemake(work, configfile=path)  # the whole run: jobs fail, nothing is summarised
+    assert proc.returncode != 0 and "score model 'external' returned NaN or inf" in proc.stderr
+    assert not (work / "results/summary.parquet").exists() and not (work / "results/table1.md").exists()
+
+
+def test_a_diverging_training_stops_and_keeps_its_last_finite_state(tmp_path):
+    from diffusion_regimes.errors import InputError
+    from diffusion_regimes.io import load_checkpoint
+    from diffusion_regimes.training import train_network
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    train = {"steps": 200, "batch_size": 16, "lr": 1e12, "lr_decay": 1.0, "lr_decay_epochs": 1}
+    with pytest.raises(InputError, match="training mlp diverged: the loss is") as err:
+        train_network(x, "mlp", {"width": 16, "depth": 1, "time_dim": 8, "dropout": 0.0}, (4,), train, 0,
+                      tmp_path / "state.pt", progress=False, options={"checkpoint_every": 1})
+    assert "\n" not in str(err.value) and "lower train.lr" in str(err.value)
+    state = load_checkpoint(tmp_path / "state.pt", required=("step", "log"))
+    diverged = int(str(err.value).split("at step ")[1].split(";")[0])
+    assert state["step"] == diverged - 1 and torch.isfinite(state["log"][:, 1]).all()
+
+
+def test_a_nan_in_a_data_file_is_refused_with_its_row(tmp_path):
+    from diffusion_regimes import stages
+    from diffusion_regimes.data import load_subset
+    from diffusion_regimes.errors import InputError
+
+    data = tmp_path / "d.parquet"
+    stages.subset({}, {"data": str(data), "reference": str(tmp_path / "r.parquet")}, "e",
+                  {"source": "gaussian_mixture", "d": 4, "n": 10, "mu_tilde": 1.0, "sigma": 1.0, "n_reference": 10}, 0)
+    table = pq.read_table(data)
+    x = np.stack(table.column("x").to_numpy(zero_copy_only=False)).astype(np.float32)
+    x[7, 2] = np.nan
+    column = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)
+    pq.write_table(table.set_column(table.schema.get_field_index("x"), "x", column), data)
+    with pytest.raises(InputError, match="row 7 of x holds NaN or inf") as err:
+        load_subset(str(data))
+    assert "d.parquet" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_nan_in_an_entropy_shard_is_refused_with_its_file(tmp_path):
+    import pandas as pd
+
+    from diffusion_regimes.errors import InputError
+    from diffusion_regimes.io import concat_tables, make_metadata, write_table
+
+    paths = []
+    for k, f in enumerate([0.3, float("nan")]):
+        paths.append(str(tmp_path / f"entropy_{k}.parquet"))
+        write_table(pd.DataFrame({"t": [0.1 * (k + 1)], "f": [f], "f_se": [0.01]}), paths[-1],
+                    make_metadata("entropy_shard", {}, 0, {}))
+    with pytest.raises(InputError, match=r"entropy_1.parquet: f is nan in row 0 \(t = 0.2\)"):
+        concat_tables(paths, "t", "entropy_shard", finite=("f", "f_se"))
+    assert len(concat_tables(paths, "t", "entropy_shard")) == 2  # without the check: the old behaviour

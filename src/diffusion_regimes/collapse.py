@@ -176,7 +176,8 @@ def shard(score: Score, score_name: str, x: torch.Tensor, x_ref: torch.Tensor, s
     pairs, results, config record)."""
     from . import cloning
 
-    train_set = score if isinstance(score, EmpiricalScore) else EmpiricalScore(x, block)
+    base = getattr(score, "unchecked", score)
+    train_set = base if isinstance(base, EmpiricalScore) else EmpiricalScore(x, block)
     reference = EmpiricalScore(x_ref, block) if len(x_ref) >= 2 else None
     samp = Sampler.from_config(sampler)
     shards, batch = collapse.get("shards", 1), collapse["pair_batch"]

@@ -82,6 +82,10 @@ def load_subset(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
             x[i:i + rows] = part.column("x").combine_chunks().flatten().to_numpy(
                 zero_copy_only=False).reshape(rows, d)
             labels[i:i + rows] = part.column("label").to_numpy()
+            bad = np.flatnonzero(~np.isfinite(x[i:i + rows]).all(1))
+            if len(bad):
+                raise InputError(f"{path}: row {i + int(bad[0])} of x holds NaN or inf; the subset is corrupt: "
+                                 "delete it and re-run subset (or check the source's files)")
             i += rows
             del part
         if i != n:

@@ -183,9 +183,19 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None,
     return df, meta
 
 
-def concat_tables(paths: list[str], key: str, stage: str | None = None) -> pd.DataFrame:
-    """The rows of several tables (the shards of a stage) in one frame, ordered by ``key``."""
-    table = pd.concat([read_table(p, stage=stage)[0] for p in paths], ignore_index=True)
+def concat_tables(paths: list[str], key: str, stage: str | None = None, finite: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The rows of several tables (the shards of a stage) in one frame, ordered by ``key``;
+    a NaN or inf in a column of ``finite`` is refused with one line naming its file and row."""
+    parts = [read_table(p, stage=stage)[0] for p in paths]
+    for path, part in zip(paths, parts):
+        for col in finite:
+            values = part[col].to_numpy(dtype=np.float64, na_value=np.nan) if col in part else np.empty(0)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad):
+                where = f"row {bad[0]} ({key} = {part[key].iloc[bad[0]]})" if key in part else f"row {bad[0]}"
+                raise InputError(f"{path}: {col} is {values[bad[0]]} in {where}; a non-finite result is not a "
+                                 "measurement: delete the file and re-run its stage")
+    table = pd.concat(parts, ignore_index=True)
     if key not in table:
         raise InputError(f"{paths[0]}: no column {key!r}; delete the shards and re-run their stage")
     return table.sort_values(key, kind="stable").reset_index(drop=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -170,10 +171,16 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
     every = train_cfg.get("checkpoint_every") or steps  # a run option: the last step when not given
     bar = tqdm(total=steps, initial=step, desc=f"train {arch}", unit="step", disable=not progress, mininterval=2)
     pending: list[tuple[int, torch.Tensor, float]] = []  # losses still on the device (no sync per step)
+    saved = [step]  # the step of the last state written (a diverged run keeps it)
 
     def flush() -> None:
         if pending:
             values = torch.stack([p[1] for p in pending]).float().cpu().tolist()
+            for (s, _, _), v in zip(pending, values):  # checked before anything is logged or saved
+                if not math.isfinite(v):
+                    raise InputError(f"training {arch} diverged: the loss is {v} at step {s}; the last finite "
+                                     f"state (step {saved[0]}) is kept in {state_path}; lower train.lr (or train "
+                                     "in fp32) and re-run")
             log.extend((s, v, lr_) for (s, _, lr_), v in zip(pending, values))
             pending.clear()
             bar.set_postfix(loss=f"{np.mean([r[1] for r in log[-50:]]):.4f}", lr=f"{log[-1][2]:.2e}")
@@ -184,6 +191,7 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
                          "generator": g.get_state(), **rng_states(dev), "fingerprint": fingerprint,
                          "ema": ema if ema is not None else [],
                          "log": torch.tensor(log, dtype=torch.float64).reshape(-1, 3)}, state_path)
+        saved[0] = step
 
     model.train()
     start = time.perf_counter()

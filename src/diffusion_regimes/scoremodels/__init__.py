@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..paths import MODEL
 from ..registry import Registry
 
@@ -70,6 +70,8 @@ class ScoreModel:
     needs: ClassVar[str | None] = None
     network: ClassVar[bool] = False
     trainable: ClassVar[bool] = False
+    #: the likely cause when its score is NaN or inf (the one-line error says it)
+    nonfinite_hint: ClassVar[str] = "the score model is broken"
 
     # --- torch-free: the workflow and the configuration layer
     @classmethod
@@ -120,6 +122,7 @@ class TrainedNetwork(ScoreModel):
     sampler = "network_sampler"
     network = True
     trainable = True
+    nonfinite_hint = "its training may have diverged: see its loss log, lower train.lr and train it again"
 
     @classmethod
     def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:
@@ -168,6 +171,35 @@ def score_spec(exp_cfg: dict, name: str, device: str) -> dict:
     return score_kind(name).spec(exp_cfg, device)
 
 
-def build_score(spec: dict, x, data_model, files: dict):
-    """The score object of a spec (:meth:`ScoreModel.build`): the one factory of the jobs."""
-    return score_kind(spec["kind"]).build(spec, x, data_model, files)
+class CheckedScore:
+    """A score whose every result is checked: a NaN or inf stops the job with one line naming
+    the score model, the OU time and the likely cause, before it can become a number in a
+    table. Everything else (``nearest``, ``device``, ...) is the wrapped score's; ``unchecked``
+    is the wrapped score itself."""
+
+    def __init__(self, unchecked, name: str, hint: str):
+        self.unchecked, self.name, self.hint = unchecked, name, hint
+
+    def _checked(self, out, t: float, what: str):
+        finite = out.isfinite()
+        if not bool(finite.all()):
+            rows = int((~finite.reshape(len(out), -1)).any(1).sum())
+            raise InputError(f"score model {self.name!r} returned NaN or inf {what} at OU time {t:.4g} for {rows} "
+                             f"of {len(out)} states: {self.hint}")
+        return out
+
+    def __call__(self, x, t: float):
+        return self._checked(self.unchecked(x, t), t, "scores")
+
+    def __getattr__(self, attr: str):
+        value = getattr(self.unchecked, attr)
+        if attr == "eps":  # a network's noise prediction, checked as well
+            return lambda x, t: self._checked(value(x, t), t, "noise predictions")
+        return value
+
+
+def build_score(spec: dict, x, data_model, files: dict) -> CheckedScore:
+    """The score object of a spec (:meth:`ScoreModel.build`), checked for NaN and inf
+    (:class:`CheckedScore`): the one factory of the jobs."""
+    kind = score_kind(spec["kind"])
+    return CheckedScore(kind.build(spec, x, data_model, files), spec["kind"], kind.nonfinite_hint)

@@ -139,6 +139,7 @@ class External(ScoreModel):
     block = "external"
     sampler = "network_sampler"
     network = True
+    nonfinite_hint = "check the model's files, its scale (data as the dataset block gives them) or the entry point"
 
     @classmethod
     def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:

@@ -34,7 +34,7 @@ def entropy_shard(input: dict, output: dict, exp: str, entropy: dict, block: int
 def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> None:
     """Gather the shards: f(t) and t_C (:func:`diffusion_regimes.entropy.gather`)."""
     meta = read_metadata(input["data"], "subset")
-    table = concat_tables(input["entropy"], "t", "entropy_shard")
+    table = concat_tables(input["entropy"], "t", "entropy_shard", finite=("f", "f_se"))
     results = {**entropy_mod.gather(table, meta["n"], meta["d"]), "shards": len(input["entropy"])}
     write_table(table, output["entropy"], make_metadata("entropy", entropy, seed, results))
     log.info("entropy: alpha=%.4g t_C=%.4g", results["alpha"], results["t_C"])
