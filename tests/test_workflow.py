@@ -203,8 +203,9 @@ def test_sigterm_mid_training_leaves_no_output_and_resumes(tmp_path):
            "--configfile", str(tmp_path / "config.yaml")]
     state = work / "results/digits/models/.state/unet.pt"
     model = work / "results/digits/models/unet.pt"
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=QUICK_ENV)
+    output = tmp_path / "output.txt"
+    with open(output, "w") as out:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT, env=QUICK_ENV)
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -213,6 +214,10 @@ def test_sigterm_mid_training_leaves_no_output_and_resumes(tmp_path):
     proc.wait(timeout=120)
     assert proc.returncode != 0 and not model.exists()
     assert not list(state.parent.glob(".*.tmp"))
+    text = output.read_text()  # the interrupt is one line, in the job's log and on the console: no traceback
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-2000:]
+    job_log = (work / "logs/digits/unet/train.log").read_text()
+    assert "train interrupted (SIGTERM)" in job_log and "Traceback" not in job_log, job_log[-2000:]
     killed_at = torch.load(state, weights_only=True)["step"]
     assert 25 <= killed_at < 3000
     subprocess.run(cmd, check=True, capture_output=True, timeout=900, env=QUICK_ENV)

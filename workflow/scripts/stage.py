@@ -1,9 +1,11 @@
 """Thin wrapper: run the package's stage named like the rule, logging to the rule's log.
 
-Bad input (:class:`InputError`) ends the job with one line on stderr and no traceback;
-any other failure is logged with its traceback and re-raised once the standard streams
-point at the terminal again."""
+Bad input (:class:`InputError`), an interrupt (SIGTERM from a scheduler, Ctrl-C) and a
+file system that refuses a write (read-only, full, no permission) end the job with one
+line on stderr and no traceback; any other failure is logged with its traceback and
+re-raised once the standard streams point at the terminal again."""
 
+import errno
 import logging
 import signal
 import sys
@@ -17,9 +19,29 @@ from diffusion_regimes.config import job_options  # noqa: E402
 from diffusion_regimes.datamodels import load_plugins  # noqa: E402
 from diffusion_regimes.errors import InputError  # noqa: E402
 
+#: errors of a file system that refuses a write, and what to do about each
+FILE_SYSTEM = {errno.EROFS: "make the results folder writable", errno.EACCES: "make the results folder writable",
+               errno.EPERM: "make the results folder writable", errno.ENOSPC: "free disk space",
+               errno.EDQUOT: "free space in your quota"}
+
 
 def _terminated(signum, frame):  # SLURM's time limit, scancel, Ctrl-C of snakemake: unwind, so that
     raise SystemExit(128 + signum)  # half-written files are removed; training resumes from its state
+
+
+def _one_line(err: BaseException) -> tuple[str, int] | None:
+    """(the line to print, the exit code) for the failures that are no bug, else None."""
+    if isinstance(err, InputError):
+        return str(err), 1
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code not in (0, None)):
+        code = 130 if isinstance(err, KeyboardInterrupt) else int(err.code)
+        name = signal.Signals(code - 128).name if 128 < code < 160 else f"exit {code}"
+        return (f"{snakemake.rule} interrupted ({name}): its partial outputs are removed; run again to go on "
+                "(training resumes from its last state)"), code
+    if isinstance(err, OSError) and err.errno in FILE_SYSTEM:
+        return (f"{snakemake.rule} cannot write {err.filename or 'its output'}: {err.strerror}; "
+                f"{FILE_SYSTEM[err.errno]} and run again"), 1
+    return None
 
 
 signal.signal(signal.SIGTERM, _terminated)
@@ -39,17 +61,19 @@ with open(snakemake.log[0], "w", buffering=1) as log_file:
         getattr(stages, snakemake.rule)(dict(snakemake.input.items()), dict(snakemake.output.items()),
                                         **dict(snakemake.params.items()),
                                         **job_options(snakemake.rule, snakemake.config, snakemake.wildcards))
-    except InputError as err:  # bad input: one line, no traceback
-        logging.error("%s", err)
-        failure = err
     except BaseException as err:
-        logging.exception("stage %s failed", snakemake.rule)
         failure = err
+        known = _one_line(err)
+        if known is not None:  # no bug: one line, no traceback
+            logging.error("%s", known[0])
+        else:
+            logging.exception("stage %s failed", snakemake.rule)
     finally:
         sys.stdout, sys.stderr = terminal  # the streams leave the log file before it closes
         logging.basicConfig(stream=terminal[1], level=logging.WARNING, force=True)
-if isinstance(failure, InputError):
-    print(f"diffusion-regimes: {failure}", file=sys.stderr)
-    sys.exit(1)
 if failure is not None:
-    raise failure
+    known = _one_line(failure)
+    if known is None:
+        raise failure
+    print(f"diffusion-regimes: {known[0]}", file=sys.stderr)
+    sys.exit(known[1])
