@@ -299,7 +299,23 @@ def _imagenet(folder: Path, mark: Path) -> None:
     (folder / "train_data_batch_1").write_bytes(payload(mark, lambda p: {"data": p, "labels": [1]}))
 
 
+def _celeba_bomb(folder: Path, mark: Path) -> None:
+    from test_sources import png_declaring, write_celeba
+
+    write_celeba(folder)
+    (folder / "img_align_celeba" / "000002.jpg").write_bytes(png_declaring(100_000, 100_000))
+
+
+def _imagenet_npz_objects(folder: Path, mark: Path) -> None:
+    folder.mkdir(parents=True)
+    np.savez(folder / "train_data_batch_1.npz", data=np.array([Payload(mark)], dtype=object), labels=[1])
+
+
 IMAGE_CASES = {
+    "CelebA image declaring 100 000 x 100 000 pixels": ("celeba", _celeba_bomb,
+                                                       ["000002.jpg", "declares 10,000,000,000 pixels"]),
+    "ImageNet .npz with an object array": ("imagenet_downsampled", _imagenet_npz_objects,
+                                           ["train_data_batch_1.npz", "Object arrays cannot be loaded"]),
     "truncated gzip IDX": ("mnist", lambda f, m: _idx(f, "truncated"), ["train-images-idx3-ubyte.gz", "gzip"]),
     "IDX .gz that is not gzip": ("mnist", lambda f, m: _idx(f, "not gzip"), ["train-images-idx3-ubyte.gz", "gzip"]),
     "missing IDX files": ("mnist", lambda f, m: f.mkdir(), ["train-images-idx3-ubyte", "not found"]),

@@ -277,3 +277,85 @@ def test_holdout_split_is_the_reference_and_holdout_0_gives_none():
     np.testing.assert_allclose(x.mean(), 0.0, atol=1e-5)  # centred by the training split's own mean
     _, meta0, ref0, ref_meta0 = make_subset({**dataset, "holdout": 0.0}, generator(0))
     assert meta0["n"] == 356 and ref0.num_rows == 0 and ref_meta0["reference"] == "none"
+
+
+def test_imagenet_downsampled_npz_as_distributed(tmp_path):
+    """The .npz files of the downsampled ImageNet (train_data_batch_1.npz ... with data, labels,
+    mean) read as the pickles; sorted by batch number (10 after 9), object arrays refused."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, size=(30, 3 * 8 * 8), dtype=np.uint8)
+    labels = np.array([1 + (i % 3) for i in range(30)])
+    for k, part in [(9, slice(0, 10)), (10, slice(10, 20)), (2, slice(20, 30))]:
+        np.savez(tmp_path / f"train_data_batch_{k}.npz", data=data[part], labels=labels[part], mean=data.mean(0))
+    src = load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
+    order = np.r_[20:30, 0:10, 10:20]  # batches 2, 9, 10
+    np.testing.assert_allclose(src.images.numpy().reshape(30, -1), data[order] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(src.labels, labels[order] - 1)
+    np.savez(tmp_path / "train_data_batch_11.npz", data=np.array([object()] * 2, dtype=object), labels=[1, 2])
+    with pytest.raises(InputError, match=r"train_data_batch_11.npz: not a downsampled-ImageNet batch.*pickle"):
+        load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
+    (tmp_path / "train_data_batch_11.npz").write_bytes((tmp_path / "train_data_batch_2.npz").read_bytes()[:200])
+    with pytest.raises(InputError, match="train_data_batch_11.npz: not a downsampled-ImageNet batch"):
+        load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
+    (tmp_path / "train_data_batch_11.npz").unlink()
+    (tmp_path / "train_data_batch_2").write_bytes(pickle.dumps({"data": data[:2], "labels": [1, 2]}))
+    with pytest.raises(InputError, match="train_data_batch_2 is there both pickled and as .npz"):
+        load_source({"source": "imagenet_downsampled", "data_root": str(tmp_path)})
+
+
+def png_declaring(width: int, height: int, rows: int = 0) -> bytes:
+    """A greyscale PNG whose header declares ``width`` x ``height``; the first ``rows`` rows
+    of zeros are compressed into it (all of them make a small file that decodes to a lot)."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)
+    body = b"".join(packer.compress(row) for _ in range(rows)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+HOSTILE_IMAGES = {
+    "decompression bomb (100 000 x 100 000 declared)": (lambda: png_declaring(100_000, 100_000),
+                                                         "declares 10,000,000,000"),
+    "12 000 x 12 000 in a small file": (lambda: png_declaring(12_000, 12_000, rows=12_000),
+                                        "declares 12000 x 12000"),
+    "truncated PNG": (lambda: png_declaring(64, 64, rows=64)[:60], "cannot decode this image"),
+    "not an image": (lambda: b"GIF89a" + bytes(40), "cannot decode this image"),
+    "empty file": (lambda: b"", "empty or missing image"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_IMAGES))
+def test_hostile_images_are_one_line_before_decoding(case, tmp_path):
+    import resource
+
+    make, words = HOSTILE_IMAGES[case]
+    blob = make()
+    write_celeba(tmp_path)
+    (tmp_path / "img_align_celeba" / "000001.jpg").write_bytes(blob)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError, match="000001.jpg: ") as err:
+        subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1], "per_class": 3, "size": 8}, 0)
+    assert words in str(err.value) and "\n" not in str(err.value)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, f"reading it took {grown_mb:.0f} MB more"  # refused from the header
+
+
+def test_damaged_text_and_databases_are_one_line(tmp_path):
+    write_celeba(tmp_path)
+    attr = tmp_path / "list_attr_celeba.txt"
+    attr.write_bytes(attr.read_bytes().replace(b"Smiling", b"Souri\xe9"))  # a latin-1 byte
+    with pytest.raises(InputError, match=r"list_attr_celeba.txt: not UTF-8 text \(byte \d+"):
+        subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1]}, 0)
+    attr.write_text("six\nMale\n000001.jpg 1\n")
+    with pytest.raises(InputError, match="list_attr_celeba.txt: not CelebA's attribute format"):
+        subset({"source": "celeba", "data_root": str(tmp_path), "classes": [0, 1]}, 0)
+    db = tmp_path / "lsun" / "bedroom_train_lmdb"
+    db.mkdir(parents=True)
+    (db / "data.mdb").write_bytes(b"\x00garbage" * 512)
+    with pytest.raises(InputError, match="bedroom_train_lmdb: not a readable LMDB database"):
+        subset({"source": "lsun", "data_root": str(tmp_path / "lsun"), "classes": ["bedroom"]}, 0)

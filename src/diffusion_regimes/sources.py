@@ -15,9 +15,9 @@ ecosystem's own reader where there is one, and never downloads:
   class 0 female, 1 male). torchvision's CelebA class needs four more annotation
   files, so the attribute file is parsed here and only the selected images are
   decoded (PIL), each resized (shorter side) and centre-cropped to ``size``.
-- ``imagenet_downsampled``: the pickled ``train_data_batch_*`` files of the 16x16
-  and 32x32 downsampled ImageNet, read with an unpickler that admits numpy arrays
-  only; class names from ``map_clsloc.txt`` in the same folder.
+- ``imagenet_downsampled``: the ``train_data_batch_*`` files (pickles or ``.npz``) of the 16x16
+  and 32x32 downsampled ImageNet, pickles read with an unpickler that admits numpy
+  arrays only, archives with ``allow_pickle=False``; class names from ``map_clsloc.txt`` in the same folder.
 - ``lsun``: one scene category per class, from the distributed LMDB databases
   ``{category}_train_lmdb`` (read with the ``lmdb`` package; torchvision's LSUN
   class writes a key cache into the working directory) or from folders of images;
@@ -40,8 +40,10 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import shutil
 import tempfile
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,7 +151,7 @@ def read_mnist_like(source: str, root: Path) -> LabelledImages:
         try:
             images = read_image_file(str(raw / "train-images-idx3-ubyte"))
             labels = read_label_file(str(raw / "train-labels-idx1-ubyte"))
-        except (AssertionError, RuntimeError, ValueError) as err:
+        except Exception as err:  # torchvision's readers: AssertionError, RuntimeError, ValueError, ...
             raise InputError(f"{root}: not valid MNIST IDX files ({err or type(err).__name__}); get them from "
                              f"{WHERE[source]}") from None
     if len(images) != len(labels):
@@ -200,9 +202,9 @@ def read_celeba(root: Path, attribute: str) -> LabelledImages:
         raise _missing("celeba", attr_file, "attribute file")
     if not folder.is_dir():
         raise _missing("celeba", folder, "folder of aligned images")
-    with open(attr_file) as fh:
-        lines = fh.read().splitlines()
+    lines = _read_lines(attr_file)
     try:
+        count = int(lines[0].split()[0])
         names = lines[1].split()
         col = names.index(attribute)
         rows = [ln.split() for ln in lines[2:] if ln.strip()]
@@ -211,8 +213,8 @@ def read_celeba(root: Path, attribute: str) -> LabelledImages:
     except (IndexError, ValueError):
         raise InputError(f"{attr_file}: not CelebA's attribute format (a count, a header of attribute names "
                          f"including {attribute!r}, then 'file.jpg' and one +-1 per attribute)") from None
-    if len(files) != int(lines[0].split()[0]):
-        raise InputError(f"{attr_file}: says {lines[0].split()[0]} images but lists {len(files)}")
+    if len(files) != count:
+        raise InputError(f"{attr_file}: says {count} images but lists {len(files)}")
 
     def load(positions: np.ndarray) -> list[torch.Tensor]:
         out = []
@@ -220,7 +222,7 @@ def read_celeba(root: Path, attribute: str) -> LabelledImages:
             path = folder / files[p]
             if not path.exists():
                 raise _missing("celeba", path, "aligned image")
-            out.append(_decode(path.read_bytes(), str(path)))
+            out.append(_decode(_read_bytes(path), str(path)))
         return out
 
     return LabelledImages((values > 0).astype(np.int64), np.arange(len(files), dtype=np.int64),
@@ -276,24 +278,61 @@ def _unpickle(path: Path, what: str, source: str):
         raise InputError(f"{path}: not a {what} ({one_line(err)}); get it from {WHERE[source]}") from None
 
 
+def _batch_number(path: Path) -> int:
+    """The k of ``train_data_batch_k`` or ``train_data_batch_k.npz``."""
+    tail = path.name.removesuffix(".npz").rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _read_npz(path: Path, what: str, source: str) -> dict:
+    """A numpy ``.npz`` archive read without pickles (``allow_pickle=False``: an object array
+    is refused, nothing can run code); every numpy or zip error is one line naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except Exception as err:  # BadZipFile, ValueError (object arrays), OSError, EOFError, ...
+        raise InputError(f"{path}: not a {what} ({one_line(err)}); get it from {WHERE[source]}") from None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """A text file's lines (UTF-8); a file in another encoding is one line naming it."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+
+
 def read_imagenet_downsampled(root: Path) -> LabelledImages:
-    """Downsampled ImageNet (Chrabaszcz et al. 2017): ``train_data_batch_*`` pickles with
-    ``data`` (N, 3*H*W) uint8, colour planes in turn, and ``labels`` 1..1000; class k
-    (0-based) is label k + 1, named by ``map_clsloc.txt`` (``wnid label name``) when the
-    folder has it."""
-    files = sorted(root.glob("train_data_batch_*"), key=lambda p: int(p.name.rsplit("_", 1)[-1]))
+    """Downsampled ImageNet (Chrabaszcz et al. 2017): ``train_data_batch_k`` pickles or
+    ``train_data_batch_k.npz`` archives (both as distributed) with ``data`` (N, 3*H*W) uint8,
+    colour planes in turn, and ``labels`` 1..1000; class k (0-based) is label k + 1, named by
+    ``map_clsloc.txt`` (``wnid label name``) when the folder has it."""
+    what, source = "downsampled-ImageNet batch", "imagenet_downsampled"
+    files = sorted((p for p in root.glob("train_data_batch_*") if _batch_number(p) >= 0
+                    and (p.suffix == ".npz" or not p.suffix)), key=lambda p: (_batch_number(p), p.suffix))
+    numbers = [_batch_number(p) for p in files]
+    if len(set(numbers)) != len(numbers):
+        twice = sorted({k for k in numbers if numbers.count(k) > 1})
+        raise InputError(f"{root}: train_data_batch_{twice[0]} is there both pickled and as .npz; keep one")
     if not files:
-        raise _missing("imagenet_downsampled", root / "train_data_batch_1", "pickled batch")
+        raise _missing(source, root / "train_data_batch_1", "batch (pickled or .npz)")
     chunks, labels = [], []
     for path in files:
-        batch = _unpickle(path, "downsampled-ImageNet batch", "imagenet_downsampled")
+        batch = _read_npz(path, what, source) if path.suffix == ".npz" else _unpickle(path, what, source)
         try:
             data, lab = np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch["labels"], dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{path}: not a downsampled-ImageNet batch ({one_line(err)}); get it from "
-                             f"{WHERE['imagenet_downsampled']}") from None
+            if data.ndim != 2 or lab.shape != (len(data),):
+                raise ValueError(f"data {data.shape} and labels {lab.shape} are not (N, 3*H*W) and (N,)")
+            if len(lab) and not (1 <= lab.min() and lab.max() <= 1000):
+                raise ValueError(f"labels {lab.min()}..{lab.max()} are not 1..1000")
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise InputError(f"{path}: not a {what} ({one_line(err)}); get it from {WHERE[source]}") from None
         chunks.append(data)
         labels.append(lab - 1)
+    widths = {c.shape[1] for c in chunks}
+    if len(widths) != 1:
+        raise InputError(f"{root}: the batches have rows of {sorted(widths)} values (several resolutions "
+                         "in one folder); keep one resolution per data_root")
     data = np.concatenate(chunks)
     side = int(round((data.shape[1] / 3) ** 0.5))
     if 3 * side * side != data.shape[1]:
@@ -301,7 +340,7 @@ def read_imagenet_downsampled(root: Path) -> LabelledImages:
     names = [str(k + 1) for k in range(1000)]
     map_file = root / "map_clsloc.txt"
     if map_file.exists():
-        for line in map_file.read_text().splitlines():
+        for line in _read_lines(map_file):
             parts = line.split()
             if len(parts) >= 3 and parts[1].isdigit() and 1 <= int(parts[1]) <= 1000:
                 names[int(parts[1]) - 1] = parts[2]
@@ -310,18 +349,63 @@ def read_imagenet_downsampled(root: Path) -> LabelledImages:
     return LabelledImages(lab, np.arange(len(lab), dtype=np.int64), names, images=images)
 
 
-def _decode(blob: bytes, where: str) -> torch.Tensor:
-    """An encoded image (JPEG, WebP, PNG) as (3, h, w) float32 in [0, 1]."""
+#: the most pixels an encoded image may declare (width x height): its header is read first and a
+#: larger one is refused before decoding (64 M pixels decode to at most about 0.8 GB here)
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def _decode(blob: bytes | None, where: str) -> torch.Tensor:
+    """An encoded image (JPEG, WebP, PNG) as (3, h, w) float32 in [0, 1]. The declared size
+    is checked against :data:`MAX_IMAGE_PIXELS` before anything is decoded; every error of
+    the decoder (truncated, corrupt, hostile file) is one line naming the image."""
     import io
 
     from PIL import Image
 
+    def too_large(declared: str) -> InputError:
+        return InputError(f"{where}: the image declares {declared} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                          "allowed (diffusion_regimes.sources.MAX_IMAGE_PIXELS); shrink it first or leave it out")
+
+    if not blob:
+        raise InputError(f"{where}: empty or missing image")
     try:
-        with Image.open(io.BytesIO(blob)) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{where}: cannot decode this image ({err})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here
+            with Image.open(io.BytesIO(blob)) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise too_large(f"{w} x {h}")
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as err:  # PIL's own limit, met while reading the header
+        found = re.search(r"\d+", str(err))
+        raise too_large(f"{int(found.group()):,}" if found else "too many") from None
+    except Exception as err:  # any decoder failure: OSError, SyntaxError, DecompressionBombError, ...
+        raise InputError(f"{where}: cannot decode this image ({type(err).__name__}: {one_line(err)})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read this image ({one_line(err)})") from None
+
+
+def _lmdb_keys(db: Path) -> list[bytes]:
+    """The keys of an LMDB database (an LSUN category); a damaged database is one line."""
+    import lmdb
+
+    try:
+        env = lmdb.open(str(db), readonly=True, lock=False, readahead=False, meminit=False)
+        with env.begin() as txn:
+            keys = [key for key, _ in txn.cursor()]
+        env.close()
+    except lmdb.Error as err:
+        raise InputError(f"{db}: not a readable LMDB database ({one_line(err)}); get it again from "
+                         f"{WHERE['lsun']}") from None
+    return keys
 
 
 def read_lsun(root: Path, categories: list) -> LabelledImages:
@@ -333,12 +417,7 @@ def read_lsun(root: Path, categories: list) -> LabelledImages:
     for k, cat in enumerate(map(str, categories)):
         db, folder = root / f"{cat}_train_lmdb", root / cat
         if db.is_dir():
-            import lmdb
-
-            env = lmdb.open(str(db), readonly=True, lock=False, readahead=False, meminit=False)
-            with env.begin() as txn:
-                keys = [key for key, _ in txn.cursor()]
-            env.close()
+            keys = _lmdb_keys(db)
             entries += [(str(db), key) for key in keys]
             labels += [k] * len(keys)
         elif folder.is_dir():
@@ -355,12 +434,16 @@ def read_lsun(root: Path, categories: list) -> LabelledImages:
         for p in positions:
             where, item = entries[p]
             if isinstance(item, Path):
-                out.append(_decode(item.read_bytes(), str(item)))
+                out.append(_decode(_read_bytes(item), str(item)))
                 continue
-            if where not in envs:
-                envs[where] = lmdb.open(where, readonly=True, lock=False, readahead=False, meminit=False)
-            with envs[where].begin() as txn:
-                out.append(_decode(txn.get(item), f"{where}[{item!r}]"))
+            try:
+                if where not in envs:
+                    envs[where] = lmdb.open(where, readonly=True, lock=False, readahead=False, meminit=False)
+                with envs[where].begin() as txn:
+                    blob = txn.get(item)
+            except lmdb.Error as err:
+                raise InputError(f"{where}: not a readable LMDB database ({one_line(err)})") from None
+            out.append(_decode(blob, f"{where}[{item!r}]"))
         for env in envs.values():
             env.close()
         return out
