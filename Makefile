@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_classifiers.py
 	$(BIN)/python benchmarks/bench_solvable.py
 	$(BIN)/python benchmarks/bench_workflow.py
+	$(BIN)/python benchmarks/bench_threads.py --seconds 8
 
 report: $(STAMP)
 	$(BIN)/diffusion-regimes run --configfile $(CONFIG) --report report.html

@@ -7,7 +7,8 @@ from snakemake.utils import min_version
 
 sys.path.insert(0, f"{workflow.basedir}/src")  # the package, installed or not
 
-from diffusion_regimes.config import InputError, validate_config
+from diffusion_regimes.config import InputError, typed_overrides, validate_config
+from diffusion_regimes.io import check_kept_inputs
 
 min_version("9.0")
 
@@ -19,12 +20,22 @@ if not config:
              "or run with the workflow profile profiles/default")
 
 try:
+    typed_overrides(config, workflow.config_settings.config)  # --config values nested in YAML
     validate_config(config)
 except InputError as err:  # a bad config or a plugin that cannot be loaded
     sys.exit(f"diffusion-regimes: {err}")
 
 
 report: "workflow/report/workflow.rst"
+
+
+# A damaged results file that jobs would read is refused before any job starts: Snakemake
+# removes a job's earlier outputs when it starts, valid or not.
+onstart:
+    try:
+        check_kept_inputs(workflow.dag.needrun_jobs())
+    except InputError as err:
+        sys.exit(f"diffusion-regimes: {err}")
 
 
 include: "workflow/rules/common.smk"

@@ -16,10 +16,14 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
+from diffusion_regimes.cpus import prepare_threads
 
-from diffusion_regimes.data import load_subset
+THREADS = prepare_threads(2)  # the idle CPUs this process may use, decided before torch starts its threads
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from diffusion_regimes.data import load_subset  # noqa: E402
 
 
 def build_unet(size: int, channels: int = 1, width: int = 16):
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--width", type=int, default=16)
     args = parser.parse_args()
+    torch.set_num_threads(THREADS)
     x, _, meta = load_subset(args.data)
     shape = meta["shape"]
     side = math.isqrt(x.shape[1] // shape[0])

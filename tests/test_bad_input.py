@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -137,6 +138,10 @@ CONFIG_CASES = {  # name: (edit of the tiny config, words of the one line)
     "memorisation snapshots past the training": (lambda c: c["experiments"]["digits"].update(
         memorisation={"enabled": True, "score": "unet", "first_step": 100}),
         ["experiments.digits.memorisation.first_step", "past train.steps = 20"]),
+    "branch times on one sampler step": (lambda c: c["experiments"]["gmm"].update(
+        sampler={"steps": 10, "T": 5.0}, cloning={"time_unit": "ou", "branch_times": [0.5, 0.55, 1.0]}),
+        ["experiments.gmm.cloning.branch_times", "0.5 and 0.55 fall on the same step of the sampler's grid",
+         "raise the sampler's steps"]),
     "memorisation U-Net of vectors": (lambda c: c["experiments"]["gmm"].update(
         memorisation={"enabled": True, "score": "unet"}),
         ["experiments.gmm.memorisation.score", "'unet' needs image data"]),
@@ -145,7 +150,8 @@ CONFIG_CASES = {  # name: (edit of the tiny config, words of the one line)
 
 #: the cases also run through snakemake itself (the Snakefile's validation gives the same line)
 THROUGH_SNAKEMAKE = {"unknown key", "d list", "OU branch time beyond T", "unimportable plugin",
-                     "external folder missing", "external folder without a scheduler"}
+                     "external folder missing", "external folder without a scheduler",
+                     "branch times on one sampler step"}
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
@@ -174,6 +180,67 @@ def test_config_file_errors_name_the_file_and_line(tmp_path):
         assert_one_line(run(cmd, ROOT), "missing.yaml", "No such file")
     good = run([CLI, "run", "-n", "--configfile", str(TINY), "-d", str(tmp_path / "w")], ROOT)
     assert good.returncode == 0, good.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(TINY.read_bytes().replace(b"# A tiny config", b"# Une configuration \xe9l\xe9mentaire"))
+    for cmd in ([CLI, "check-config", str(bad)], [CLI, "run", "-n", "--configfile", str(bad)]):
+        assert_one_line(run(cmd, ROOT), "latin1.yaml", "line 1 is not UTF-8 text (byte 0xe9)", "save the file as UTF-8")
+
+
+@pytest.mark.slow
+def test_a_nested_config_override_is_typed_as_in_a_file(tmp_path):
+    """``--config 'experiments={gmm: {cloning: {n_pairs: 48}}}'`` (config/README.md): Snakemake hands the
+    nested 48 over as a string; the workflow types it as a YAML file would and merges it."""
+    work = tmp_path / "w"
+    target = "results/gmm/exact/shards/cloning_0.parquet"
+    proc = snakemake(work, target, extra=("-n", "--config", "experiments={gmm: {cloning: {n_pairs: 48}}}"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not (work / "results").exists()
+    bad = snakemake(work, target, extra=("-n", "--config", "experiments={gmm: {cloning: {n_pairs: many}}}"))
+    assert_one_line(bad, "experiments.gmm.cloning.n_pairs", "'many' is not of type 'integer'")
+
+
+JOB_TIME_CASES = {  # name: (experiment, target, words)
+    "n x d beyond the memory": (
+        {"dataset": {"source": "gaussian_mixture", "d": 100_000, "n": 10_000_000}, "scores": ["exact"]},
+        "results/x/data.parquet", ["dataset n = 10000000 (+ its reference) x d = 100000", "needs about 24.0 TB",
+                                   "reduce dataset.n"]),
+    "a class without points": (  # the files hold only label 1 (class 0)
+        {"dataset": {"source": "imagenet_downsampled", "classes": [0, 1], "size": 8, "data_root": "DATA"},
+         "scores": ["empirical"]},
+        "results/x/data.parquet", ["class 1 has no point in the training split", "check dataset.classes"]),
+    "an empty held-out set": (
+        {"dataset": {"source": "sklearn_digits", "classes": [1, 8], "per_class": 1, "holdout": 0.4, "size": 16},
+         "scores": ["empirical"]},
+        "results/x/data.parquet", ["dataset.holdout 0.4 holds out [0, 0] points per class", "holdout: 0"]),
+    "a U-Net beyond the memory": (
+        {"dataset": {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, "scores": ["unet"],
+         "model": {"channels": 4096, "channel_mult": [1, 2, 4, 8]}, "train": {"steps": 10}},
+        "results/x/models/unet.pt", ["the unet network (", "parameters", "more than the", "model.channels"]),
+    "U-Net sides not divisible (size null)": (
+        {"dataset": {"source": "lfw_subset", "classes": ["face", "non-face"]}, "scores": ["unet"],
+         "model": {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1}, "train": {"steps": 10}},
+        "results/x/models/unet.pt", ["needs image sides divisible by 2; the data are 25x25", "dataset.size"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(JOB_TIME_CASES))
+def test_config_semantics_found_by_the_job_are_one_line(case, tmp_path):
+    """Family 6: what only the job can know (the machine's memory, the classes and the sides the
+    data have) is refused with one line before anything large is allocated; outputs before it stay."""
+    exp, target, words = JOB_TIME_CASES[case]
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data/train_data_batch_1.npz", data=np.zeros((6, 3 * 8 * 8), np.uint8), labels=[1] * 6)
+    text = yaml.safe_dump({"experiments": {"x": exp}}).replace("DATA", str(tmp_path / "data"))
+    (tmp_path / "c.yaml").write_text(text)
+    work = tmp_path / "work"
+    proc = snakemake(work, target, configfile=tmp_path / "c.yaml")
+    assert_one_line(proc, *words)
+    assert not (work / target).exists()
 
 
 # ----------------------------------------------------------------------------- files of a run
@@ -461,6 +528,65 @@ def test_a_score_that_returns_nan_stops_the_run_before_any_summary(tmp_path):
     assert not (work / "results/summary.parquet").exists() and not (work / "results/table1.md").exists()
 
 
+ENTRY_POINTS = """
+import time
+
+import torch
+
+
+def raises(d):
+    return (lambda x, t: x / 0 if t < 1.0 else {}["missing"]), (d,)
+
+
+def wrong_shape(d):
+    return (lambda x, t: torch.zeros(len(x), d + 1)), (d,)
+
+
+def broadcasts(d):  # one row for every state: (1, d) broadcasts against (n, d)
+    return (lambda x, t: -x.mean(0, keepdim=True)), (d,)
+
+
+def not_a_tensor(d):
+    return (lambda x, t: (-x).tolist()), (d,)
+
+
+def never_returns(d):
+    def score(x, t):
+        while True:
+            time.sleep(0.05)
+    return score, (d,)
+"""
+
+ENTRY_CASES = {  # entry point: words of its one line
+    "raises": ["score model 'external' raised KeyError", "'missing'"],
+    "wrong_shape": ["returned scores of shape (16, 9) for states of shape (16, 8)"],
+    "broadcasts": ["returned scores of shape (1, 8) for states of shape (16, 8)", "only broadcasts"],
+    "not_a_tensor": ["returned scores of a list"],
+    "never_returns": ["stopped after 0.1 min, its time limit", "job_time_limit"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", sorted(ENTRY_CASES))
+def test_an_entry_point_that_misbehaves_is_one_line(entry, tmp_path):
+    """Family 5: an entry point's score that raises, returns a wrong or merely broadcasting
+    shape or no tensor, or never returns (the config's job_time_limit) ends its job with one
+    line; nothing is written."""
+    (tmp_path / "entries.py").write_text(ENTRY_POINTS)
+    cfg = {"seed": 0, "job_time_limit": 0.1, "experiments": {"g": {
+        "dataset": {"source": "gaussian_mixture", "d": 8, "n": 64}, "scores": ["external"],
+        "external": {"kind": "python", "entry": f"{tmp_path}/entries.py:{entry}", "options": {"d": 8}},
+        "network_sampler": {"steps": 10, "T": 4.0},
+        "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0], "n_bootstrap": 10}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    start = time.monotonic()
+    proc = snakemake(work, "results/g/external/shards/cloning_0.parquet", configfile=tmp_path / "c.yaml")
+    assert_one_line(proc, *ENTRY_CASES[entry])
+    assert time.monotonic() - start < 120
+    assert not (work / "results/g/external").exists()
+
+
 def test_a_diverging_training_stops_and_keeps_its_last_finite_state(tmp_path):
     from diffusion_regimes.errors import InputError
     from diffusion_regimes.io import load_checkpoint
@@ -509,3 +635,38 @@ def test_a_nan_in_an_entropy_shard_is_refused_with_its_file(tmp_path):
     with pytest.raises(InputError, match=r"entropy_1.parquet: f is nan in row 0 \(t = 0.2\)"):
         concat_tables(paths, "t", "entropy_shard", finite=("f", "f_se"))
     assert len(concat_tables(paths, "t", "entropy_shard")) == 2  # without the check: the old behaviour
+
+
+@pytest.mark.slow
+def test_a_damaged_middle_snapshot_costs_no_valid_file_and_the_fix_restores_the_study(tmp_path):
+    """Family 2: a middle weight snapshot of the memorisation chain overwritten with random bytes
+    is refused before any job starts (Snakemake would otherwise remove the valid later snapshot
+    and the measurements while starting the jobs that read it); following the printed fix
+    (delete the file, run again) gives back the same, complete study."""
+    from test_memorisation import MEMO_CONFIG
+
+    from diffusion_regimes.io import read_table
+
+    config = tmp_path / "memo.yaml"
+    config.write_text(MEMO_CONFIG.replace("STEPS", "40").replace("n: [8, 16]", "n: [8]"))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert snakemake(work, configfile=config).returncode == 0
+    study = work / "results/memo_n8/mlp/memorisation.parquet"
+    table_before = read_table(study)[0]
+    middle = work / "results/memo_n8/models/mlp_snapshots/step32.pt"
+    weights_before = torch.load(middle, weights_only=True)["state_dict"]
+    middle.write_bytes(np.random.default_rng(0).bytes(middle.stat().st_size))
+    before = snapshot(work)
+    line = assert_one_line(snakemake(work, configfile=config), "mlp_snapshots/step32.pt", "nothing was run or removed",
+                           "--forcerun")
+    assert snapshot(work) == before, "a valid file was removed or changed"
+    fix = line.split("adding ")[1].split(" to remake")[0].split()  # the printed fix: --forcerun FILE
+    proc = snakemake(work, configfile=config, extra=tuple(fix))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(snapshot(work)) == set(before)
+    weights = torch.load(middle, weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], weights_before[k]) for k in weights_before)
+    pd.testing.assert_frame_equal(read_table(study)[0], table_before)
+    dry = snakemake(work, configfile=config, extra=("-n",))
+    assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -206,6 +206,19 @@ def test_bad_diffusers_folders_give_one_line(tmp_path):
         external.load_diffusers(tmp_path / "m")
 
 
+def edited_diffusers_model(folder, edit) -> None:
+    """A tiny diffusers model whose config.json and scheduler_config.json ``edit(model, scheduler)``
+    changes (in place, as dicts)."""
+    import json
+
+    tiny_diffusers_model(folder, np.zeros((4, 256), np.float32), steps=1)
+    model_cfg, sched_cfg = folder / "config.json", folder / "scheduler_config.json"
+    m, sch = json.loads(model_cfg.read_text()), json.loads(sched_cfg.read_text())
+    edit(m, sch)
+    model_cfg.write_text(json.dumps(m))
+    sched_cfg.write_text(json.dumps(sch))
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda m, s: s.update(rescale_betas_zero_snr=True), "rescale_betas_zero_snr is not supported"),
     (lambda m, s: [s.pop("beta_schedule"), s.update(_class_name="ScoreSdeVeScheduler")], "has no beta schedule"),
@@ -214,17 +227,60 @@ def test_bad_diffusers_folders_give_one_line(tmp_path):
     (lambda m, s: m.update(out_channels=2), "out_channels 2 != in_channels 1"),
 ])
 def test_diffusers_models_that_would_be_misread_are_refused(tmp_path, edit, words):
-    import json
-
-    tiny_diffusers_model(tmp_path / "m", np.zeros((4, 256), np.float32), steps=1)
-    model_cfg, sched_cfg = tmp_path / "m" / "config.json", tmp_path / "m" / "scheduler_config.json"
-    m, sch = json.loads(model_cfg.read_text()), json.loads(sched_cfg.read_text())
-    edit(m, sch)
-    model_cfg.write_text(json.dumps(m))
-    sched_cfg.write_text(json.dumps(sch))
+    edited_diffusers_model(tmp_path / "m", edit)
     with pytest.raises(InputError, match=words) as err:
         external.load_diffusers(tmp_path / "m")
     assert "\n" not in str(err.value)
+
+
+WRONG_TYPES = [  # (edit of config.json / scheduler_config.json, the file named, words)
+    (lambda m, s: s.update(num_train_timesteps=0), "scheduler_config.json", "num_train_timesteps is 0"),
+    (lambda m, s: s.update(num_train_timesteps="1000"), "scheduler_config.json", "not an integer >= 2"),
+    (lambda m, s: s.update(trained_betas="abc"), "scheduler_config.json", "trained_betas is not a list"),
+    (lambda m, s: s.update(trained_betas=[0.1, 0.2]), "scheduler_config.json", "has 2 values"),
+    (lambda m, s: s.update(beta_end=1.5), "scheduler_config.json", "beta_end is 1.5, not a number in (0, 1)"),
+    (lambda m, s: s.update(beta_start=0.5, beta_end=0.1), "scheduler_config.json", "exceeds beta_end"),
+    (lambda m, s: s.update(beta_schedule=3), "scheduler_config.json", "beta_schedule 3 is not one of"),
+    (lambda m, s: s.update(prediction_type="banana"), "scheduler_config.json", "'banana' is not one of"),
+    (lambda m, s: m.update(sample_size="16"), "config.json", "sample_size is '16'"),
+    (lambda m, s: m.update(in_channels=1.5), "config.json", "in_channels is 1.5"),
+    (lambda m, s: m.update(_class_name="UNet2DConditionModel"), "config.json", "not a UNet2DModel"),
+]
+
+
+@pytest.mark.parametrize("edit, file, words", WRONG_TYPES)
+def test_diffusers_configs_of_wrong_types_are_refused_at_validation_and_load(tmp_path, edit, file, words):
+    """Family 5: valid JSON with wrong types or ranges is one line naming the file, from the
+    config validation (check-config, the workflow) and from the loader, before any job."""
+    from diffusion_regimes.config import ConfigError, validate_config
+
+    edited_diffusers_model(tmp_path / "m", edit)
+    ext = {"kind": "diffusers", "path": str(tmp_path / "m")}
+    cfg = {"experiments": {"d": {"dataset": {"source": "sklearn_digits", "classes": [1, 8], "size": 16},
+                                 "scores": ["external"], "external": ext}}}
+    for call, error in ((lambda: validate_config(cfg), ConfigError),
+                        (lambda: external.load_diffusers(tmp_path / "m"), InputError)):
+        with pytest.raises(error) as err:
+            call()
+        assert f"m/{file}: " in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_check_config_on_a_broken_model_folder_is_one_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny_diffusers_model(tmp_path / "m", np.zeros((4, 256), np.float32), steps=1)
+    sched_cfg = tmp_path / "m" / "scheduler_config.json"
+    sched_cfg.write_text(json.dumps({**json.loads(sched_cfg.read_text()), "trained_betas": "abc"}))
+    (tmp_path / "c.yaml").write_text(json.dumps({"experiments": {"d": {
+        "dataset": {"source": "sklearn_digits", "classes": [1, 8], "size": 16}, "scores": ["external"],
+        "external": {"kind": "diffusers", "path": str(tmp_path / "m")}}}}))
+    cli = str(Path(sys.executable).parent / "diffusion-regimes")
+    proc = subprocess.run([cli, "check-config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "scheduler_config.json: trained_betas is not a list" in proc.stderr
 
 
 def test_sampler_outside_the_models_steps_is_refused_at_validation(tmp_path):

@@ -86,9 +86,12 @@ def test_external_config_needs_its_model_folder(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     with pytest.raises(ConfigError, match="no scheduler_config.json"):
         load_config(ROOT / "config/external.yaml")
-    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
-        (folder / name).write_text("{}")  # validation checks the layout and the schedule; the job reads the rest
-    (folder / "scheduler_config.json").write_text('{"beta_schedule": "linear"}')
+    (folder / "diffusion_pytorch_model.safetensors").write_text("{}")  # validation checks the layout and the
+    (folder / "scheduler_config.json").write_text('{"beta_schedule": "linear"}')  # configs; the job the weights
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="config.json: sample_size is None"):
+        load_config(ROOT / "config/external.yaml")
+    (folder / "config.json").write_text('{"sample_size": 16, "in_channels": 1, "out_channels": 1}')
     cfg = load_config(ROOT / "config/external.yaml")["experiments"]["digits"]
     assert cfg["scores"] == ["external"] and cfg["uturn"]["enabled"]
 
@@ -145,3 +148,52 @@ def test_bad_data_file_and_model_give_one_line_errors(tmp_path):
                               {"n_trajectories": 2, "track_every": 1, "n_pairs": 2, "pair_batch": 2,
                                "branch_times": [0.5, 1.0], "shards": 1}, 64, 0)
     assert "\n" not in str(err.value)
+
+
+def test_nested_config_overrides_are_typed_and_merged():
+    """What Snakemake makes of ``--config 'experiments={gmm: {cloning: {n_pairs: 48, branch_times: [0.5, 1]}}}'``
+    (YAML's base loader: every scalar a string), typed as a file would type it and merged."""
+    from diffusion_regimes.config import typed_overrides
+
+    flow = "{gmm: {cloning: {n_pairs: 48, branch_times: [0.5, 1], time_unit: ou}, entropy: {n_t: null}}}"
+    override = {"experiments": yaml.load(flow, Loader=yaml.BaseLoader), "seed": 3}
+    config = {"seed": 3, "experiments": {"gmm": {"cloning": {"n_pairs": "48", "branch_times": ["0.5", "1"],
+                                                             "time_unit": "ou", "n_bootstrap": 50},
+                                                 "entropy": {"n_t": "null"}}}}
+    typed_overrides(config, override)
+    cloning = config["experiments"]["gmm"]["cloning"]
+    assert cloning == {"n_pairs": 48, "branch_times": [0.5, 1], "time_unit": "ou", "n_bootstrap": 50}
+    assert config["experiments"]["gmm"]["entropy"]["n_t"] is None and config["seed"] == 3
+
+
+def test_branch_times_on_one_grid_step_are_refused_merged_or_kept(caplog):
+    import numpy as np
+
+    from diffusion_regimes.sampling import Sampler
+    from diffusion_regimes.schedule import snap_to_grid
+
+    sampler = Sampler.from_config({"method": "heun", "grid": "uniform", "steps": 10, "T": 5.0, "t_end": 1e-3})
+    np.testing.assert_array_equal(sampler.snap([1.0, 2.0, 3.0]), [8, 6, 4])
+    with pytest.raises(InputError, match="branch times 2.1 and 1.9 fall on the same step .* 2"):
+        snap_to_grid(sampler.grid, [2.1, 1.0, 1.9])  # validation (OU times)
+    np.testing.assert_array_equal(sampler.snap([1.0, 1.9, 2.1, 3.0]), [8, 6, 4])  # jobs: measured once
+    assert "1.9 and 2.1 fall on the same step" in caplog.text and "1 branch time(s) merged" in caplog.text
+    assert list(sampler.snap([1.9, 2.1], duplicates="keep")) == [6, 6]  # symmetry times may share a step
+    with pytest.raises(InputError, match="outside the sampler's grid"):
+        sampler.snap([6.0])
+
+
+def test_thread_count_follows_affinity_idle_cpus_and_the_environment(monkeypatch):
+    from diffusion_regimes import cpus
+
+    assert cpus.thread_count(2, cpus=[0, 1], free=[0, 1]) == 2
+    assert cpus.thread_count(2, cpus=[0, 1], free=[1]) == 1  # one core held by another process
+    assert cpus.thread_count(2, cpus=[0, 1], free=[]) == 1  # never fewer than one
+    assert cpus.thread_count(4, cpus=[3], free=None) == 1  # a taskset / SLURM allocation of one CPU
+    usable = cpus.usable_cpus()
+    assert set(cpus.idle_cpus(usable, 0.05)) <= set(usable)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpus.prepare_threads(8) == 1  # the environment pins the count
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    n = cpus.prepare_threads(2)
+    assert 1 <= n <= len(usable) and os.environ["OMP_NUM_THREADS"] == str(n)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -27,7 +28,7 @@ import yaml
 
 from .errors import ConfigError, InputError
 from .memorisation import snapshot_steps
-from .schedule import DDPM_STEPS
+from .schedule import DDPM_STEPS, sampler_grid, snap_to_grid
 from .scoremodels import needs_message, registered_kinds, score_kind
 from .scoremodels.external import sampler_range
 
@@ -320,6 +321,11 @@ def _check_experiment(name: str, exp: dict) -> None:
             if bad:
                 raise _fail(f"{where}.{stage}.branch_times", f"OU time {bad[0]} is outside the {key}'s grid "
                             f"[{lo:.4g}, {hi:.4g}]: raise {key}.T or lower the times")
+            try:
+                snap_to_grid(sampler_grid(exp[key]), exp[stage]["branch_times"])
+            except InputError as err:
+                why = str(err).replace("the sampler's", f"the {key}'s")
+                raise _fail(f"{where}.{stage}.branch_times", why) from None
     if (exp["uturn"]["enabled"] and exp["uturn"]["start"] == "reference" and kind == "images"
             and not exp["dataset"].get("holdout")):
         raise _fail(f"{where}.uturn.start", "the reference set is empty when dataset.holdout is 0: start from "
@@ -390,14 +396,50 @@ def validate_config(config: dict) -> dict:
     return config
 
 
+def typed_overrides(config: dict, overrides: Mapping) -> None:
+    """Give ``--config`` overrides their YAML types again, in ``config`` (in place).
+
+    Snakemake reads a nested ``--config`` value (``'experiments={gmm: {cloning: {n_pairs:
+    64}}}'``) with YAML's base loader, which leaves every scalar inside it a string, and
+    merges it into the config; here each such scalar is read as a YAML file would read it
+    (``64`` an integer, ``true`` a boolean, ``null`` None) and merged again. Top-level
+    scalars (``seed=3``) are typed by Snakemake already."""
+    def typed(value):
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, str) and value:
+            try:
+                scalar = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            return value if isinstance(scalar, (dict, list)) else scalar
+        return value
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(config, {key: typed(value) for key, value in overrides.items() if isinstance(value, (dict, list))})
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file; a missing file or a syntax error is one line naming the file
-    (and the line)."""
+    """Read a YAML config file; a missing file, a file that is not UTF-8 or a syntax error is
+    one line naming the file (and the line)."""
     try:
-        with open(path) as fh:
-            config = yaml.safe_load(fh)
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+        config = yaml.safe_load(text)
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        line = text_line(err.object, err.start)
+        raise ConfigError(f"config {path}, line {line} is not UTF-8 text (byte {err.object[err.start]:#x}): save the "
+                          "file as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -406,6 +448,11 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"config {path} must be a mapping with an 'experiments' key")
     return config
+
+
+def text_line(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data``."""
+    return data.count(b"\n", 0, offset) + 1
 
 
 def load_config(path: str | Path) -> dict:

@@ -19,6 +19,8 @@ use ``data.parquet`` only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +29,11 @@ import torch
 from .datamodels import Subset, data_model
 from .errors import InputError
 from .io import read_metadata
+from .memory import check_fits
+
+#: float32 copies of the drawn data alive at once while a subset is made (draws, centred rows,
+#: the table's buffers), for the memory estimate
+DRAW_COPIES = 3
 
 
 def _table(sub: Subset) -> tuple[pa.Table, dict]:
@@ -41,6 +48,19 @@ def _table(sub: Subset) -> tuple[pa.Table, dict]:
     return table, meta
 
 
+def _check_classes(dataset: dict, meta: dict, ref_meta: dict, reference: str) -> None:
+    """Every class has training points, and a held-out split asked for holds some of each."""
+    counts, names = meta["class_counts"], meta["classes"]
+    if 0 in counts:
+        raise InputError(f"dataset: class {names[counts.index(0)]} has no point in the training split (points per "
+                         f"class: {counts}): raise dataset.n or per_class, lower holdout, or check dataset.classes")
+    holdout = dataset.get("holdout") or 0
+    if holdout > 0 and (reference == "none" or 0 in ref_meta["class_counts"]):
+        raise InputError(f"dataset.holdout {holdout} holds out {ref_meta['class_counts']} points per class: every "
+                         "class needs held-out points for the memorisation null; raise per_class or holdout, or set "
+                         "holdout: 0 (no null)")
+
+
 def make_subset(dataset: dict, generator: torch.Generator,
                 reference_generator: torch.Generator | None = None) -> tuple[pa.Table, dict, pa.Table, dict]:
     """The subset table (label, source_index, x) and its metadata from a config ``dataset``
@@ -48,6 +68,11 @@ def make_subset(dataset: dict, generator: torch.Generator,
     the model's own held-out split, or (solvable sources) ``dataset['n_reference']`` (default
     n) fresh draws of the population, drawn with ``reference_generator``."""
     model = data_model(dataset["source"])
+    if "n" in dataset:  # drawn data: n x d known before anything is drawn
+        rows = int(dataset["n"]) + int(dataset.get("n_reference") or dataset["n"])
+        d = math.prod(model.planned_shape(dataset))
+        check_fits(f"dataset n = {dataset['n']} (+ its reference) x d = {d}", DRAW_COPIES * 4 * rows * d,
+                   "reduce dataset.n, dataset.n_reference or dataset.d")
     sub = model.sample(dataset, generator)
     ref, kind = sub.reference, "held-out split" if sub.reference is not None and len(sub.reference.x) else "none"
     if ref is None:
@@ -57,6 +82,7 @@ def make_subset(dataset: dict, generator: torch.Generator,
         ref, kind = model.sample({**dataset, "n": size}, reference_generator), "fresh population draws"
     table, meta = _table(sub)
     ref_table, ref_meta = _table(ref)
+    _check_classes(dataset, meta, ref_meta, kind)
     ref_meta["reference"] = meta["reference"] = kind
     meta["n_reference"] = ref_meta["n"]
     return table, meta, ref_table, ref_meta

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .io import one_line, out_of_memory
 from .networks import BatchedNetworkScore, eps_to_score
 from .predictions import preconditioning, prediction_type
 from .scoremodels.external import (  # noqa: F401 - the schedule and folder helpers, re-exported
@@ -55,6 +55,7 @@ from .scoremodels.external import (  # noqa: F401 - the schedule and folder help
     diffusers_folders,
     diffusers_time_range,
     external_inputs,
+    read_diffusers_configs,
     scheduler_alpha_bar,
     weights_file,
 )
@@ -109,32 +110,16 @@ def load_diffusers(path: str | os.PathLike, device: str = "cpu", batch_size: int
         from diffusers import UNet2DModel
     except ImportError:
         raise InputError("external.kind: diffusers needs the diffusers package (pip install diffusers)") from None
-    unet_dir, sched_file = diffusers_folders(Path(path))
-    try:
-        config = json.loads((unet_dir / "config.json").read_text())
-        sched = json.loads(sched_file.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{unet_dir}: unreadable config ({err}); save the model again") from None
-    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise InputError(f"{unet_dir}: a {config.get('_class_name')}, not a UNet2DModel")
-    if config.get("time_embedding_type") == "fourier":
-        raise InputError(f"{unet_dir}: time_embedding_type fourier takes a noise level, not a step: use "
-                         "external.kind edm")
-    if config.get("num_class_embeds") is not None:
-        raise InputError(f"{unet_dir}: a class-conditional model (num_class_embeds) needs labels: wrap it with "
-                         "external.kind python")
-    if not config.get("sample_size"):
-        raise InputError(f"{unet_dir}: no sample_size in config.json: set it to the model's resolution")
-    if config.get("out_channels", 3) != config.get("in_channels", 3):
-        raise InputError(f"{unet_dir}: out_channels {config.get('out_channels')} != in_channels "
-                         f"{config.get('in_channels')} (a learned variance?): wrap it with external.kind python")
+    unet_dir, config, sched = read_diffusers_configs(path)
     weights = _load_weights(unet_dir)
     try:
         model = UNet2DModel.from_config(config)
         model.load_state_dict(weights)
-    except (RuntimeError, ValueError, TypeError, KeyError) as err:
-        raise InputError(f"{unet_dir}: the weights do not fit the model's config ({str(err).splitlines()[0][:120]})"
-                         ) from None
+    except (RuntimeError, ValueError, TypeError, KeyError, MemoryError) as err:
+        if out_of_memory(err):
+            raise InputError(f"{unet_dir}: out of memory building the model from its config.json "
+                             f"({one_line(err)}); use a machine with more memory") from None
+        raise InputError(f"{unet_dir}: the weights do not fit the model's config ({one_line(err, 120)})") from None
     from .device import resolve_device
 
     model = model.to(resolve_device(device)).eval()

@@ -1,4 +1,5 @@
-"""The one way to write and read files: atomic, with metadata.
+"""The one way to write and read files: atomic, with metadata. Imports torch only to save
+or load a checkpoint (the workflow's DAG evaluation reads this module).
 
 Tables are Parquet (pyarrow) with a JSON metadata entry under the key
 ``diffusion_regimes``; model state is a ``.pt`` checkpoint holding only tensors
@@ -17,7 +18,8 @@ import os
 import socket
 import tempfile
 import warnings
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from . import __version__
 from .errors import InputError
+from .paths import RESULTS
 
 __all__ = ["InputError", "atomic_path", "write_table", "read_metadata", "read_table", "concat_tables",
-           "save_checkpoint", "load_checkpoint", "make_metadata"]
+           "save_checkpoint", "load_checkpoint", "make_metadata", "check_kept_inputs"]
 
 METADATA_KEY = b"diffusion_regimes"
 #: target size of a Parquet row group: readers hold one at a time
@@ -99,7 +101,7 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):  # a tensor (torch not imported)
         return _jsonable(value.detach().cpu().numpy())
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
@@ -123,6 +125,8 @@ def make_metadata(stage: str, config: dict | None = None, seed: int | None = Non
     clash = set(results) & set(RESERVED_KEYS)
     if clash:
         raise ValueError(f"result names {sorted(clash)} are reserved metadata keys")
+    import torch
+
     return _jsonable({"stage": stage, "version": __version__, "config": config or {}, "seed": seed,
                       "threads": torch.get_num_threads(), **results})
 
@@ -144,11 +148,20 @@ def one_line(err: BaseException, most: int = 160) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:most]
 
 
-def read_metadata(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> dict:
+def out_of_memory(err: BaseException) -> bool:
+    """Whether an exception is an allocation failure (MemoryError, torch's CPU allocator or
+    CUDA out of memory), which a refusal should name as such."""
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def read_metadata(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None,
+                  fix: str | None = None) -> dict:
     """The ``diffusion_regimes`` metadata of a Parquet file written by :func:`write_table`;
-    with ``stage``, the file must have been written by that stage (or one of them)."""
-    fix = (f"delete it and re-run the {stage} stage" if isinstance(stage, str)
-           else "delete it and re-run the stage that makes it")
+    with ``stage``, the file must have been written by that stage (or one of them). ``fix``:
+    what a refusal tells the user to do (by default, to delete the file and re-run its stage)."""
+    fix = fix or (f"delete it and re-run the {stage} stage" if isinstance(stage, str)
+                  else "delete it and re-run the stage that makes it")
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as err:
@@ -203,6 +216,8 @@ def concat_tables(paths: list[str], key: str, stage: str | None = None, finite: 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Save a checkpoint (tensors and plain values only) atomically."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -213,6 +228,8 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> 
     Raises :class:`InputError` (one line) when the file is missing, corrupt, not
     a plain checkpoint, or lacks one of the ``required`` keys.
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: checkpoint not found; run the stage that makes it")
@@ -232,3 +249,44 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> 
         raise InputError(f"{path}: checkpoint lacks keys {list(required)}; it was not written by "
                          "this version of diffusion-regimes, delete it and re-run its stage")
     return obj
+
+
+def check_checkpoint_archive(path: str | os.PathLike, fix: str = "delete it and re-run the stage that makes it"
+                             ) -> None:
+    """Check, without torch and without unpickling anything, that ``path`` is a complete
+    checkpoint archive (the zip that ``torch.save`` writes, every member's CRC intact)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise InputError(f"{path}: refused, not a checkpoint of diffusion-regimes: not the zip archive torch.save "
+                         f"writes ({one_line(err)}: corrupt, truncated, another format, or a plain pickle, which "
+                         f"is unsafe to load); {fix}") from None
+    if damaged is not None:
+        raise InputError(f"{path}: refused, a damaged checkpoint (member {damaged} fails its CRC); {fix}")
+
+
+def check_kept_inputs(jobs: Iterable) -> None:
+    """Before any job runs, check the results files that the jobs about to run will read as
+    they are (inputs under ``results/`` that none of these jobs remakes): Parquet tables by
+    their metadata (:func:`read_metadata`), checkpoints as archives
+    (:func:`check_checkpoint_archive`). A damaged one is refused here with one line, because
+    once a job starts, Snakemake has removed that job's earlier outputs, valid or not. The
+    fix it prints (``--forcerun FILE``) remakes the file and everything that depends on it;
+    deleting the file would not, as Snakemake does not remake a missing intermediate file
+    whose dependents are present.
+
+    ``jobs``: objects with ``input`` and ``output`` (file names), e.g. Snakemake's jobs."""
+    jobs = list(jobs)
+    remade = {str(f) for job in jobs for f in job.output}
+    kept = sorted({str(f) for job in jobs for f in job.input} - remade)
+    for name in kept:
+        path = Path(name)
+        if not path.is_file() or not path.as_posix().startswith(f"{RESULTS}/"):
+            continue
+        fix = (f"nothing was run or removed: run again adding --forcerun {name} to remake it and what depends "
+               "on it")
+        if path.suffix == ".parquet":
+            read_metadata(path, fix=fix)
+        elif path.suffix == ".pt":
+            check_checkpoint_archive(path, fix)

@@ -208,7 +208,29 @@ def build_network(arch: str, cfg: dict, shape: tuple[int, ...]) -> nn.Module:
     if tuple(shape) != kind.input_shape(tuple(shape)):
         raise ValueError(f"the {arch} network takes samples of shape {kind.input_shape(tuple(shape))}, "
                          f"not {tuple(shape)}")
+    check_network_fits(arch, cfg, shape, copies=1)
     return kind.build_network(cfg, tuple(shape))
+
+
+def network_parameters(arch: str, cfg: dict, shape: tuple[int, ...]) -> int:
+    """The parameter count of a trainable network, from a build on torch's meta device (no
+    memory is allocated)."""
+    from .scoremodels import score_kind
+
+    with torch.device("meta"):
+        return count_parameters(score_kind(arch).build_network(cfg, tuple(shape)))
+
+
+def check_network_fits(arch: str, cfg: dict, shape: tuple[int, ...], copies: int) -> None:
+    """Refuse with one line, before anything is allocated, a network whose ``copies`` float32
+    copies of its parameters (1: the weights; 4 for training: weights, gradients and Adam's
+    two moments) exceed the memory available here."""
+    from .memory import check_fits
+
+    n = network_parameters(arch, cfg, shape)
+    block = "model.channels or channel_mult" if arch == "unet" else "its width or depth"
+    check_fits(f"the {arch} network ({n:,} parameters, {copies} float32 copies)", 4.0 * n * copies,
+               f"make the network smaller ({block})")
 
 
 CLASSIFIERS = ("small_cnn", "resnet18")

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import InputError
-from .schedule import delta, time_grid
+from .schedule import delta, sampler_grid, snap_to_grid
 from .scores import Score
 from .seeding import Stream, generator
 
@@ -78,10 +77,7 @@ class Sampler:
     @classmethod
     def from_config(cls, cfg: dict) -> Sampler:
         """Build from a config block ``{method, grid, steps, T, t_end}``."""
-        grid = time_grid(cfg["grid"], int(cfg["steps"]),
-                         None if cfg["grid"] == "ddpm" else float(cfg["T"]),
-                         float(cfg.get("t_end", 1e-3)))
-        return cls(grid, cfg["method"], cfg["grid"])
+        return cls(sampler_grid(cfg), cfg["method"], cfg["grid"])
 
     @property
     def steps(self) -> int:
@@ -139,15 +135,10 @@ class Sampler:
         return {"method": self.method, "grid": self.kind, "steps": self.steps, "T": float(self.grid[0]),
                 "t_end": float(self.grid[-1])}
 
-    def snap(self, times: np.ndarray) -> np.ndarray:
-        """Grid indices nearest to the given OU times (int64), checked to lie inside the grid."""
-        times = np.asarray(times, dtype=np.float64)
-        lo, hi = self.grid[-1], self.grid[0]
-        bad = times[(times > hi) | (times < lo)]
-        if len(bad):
-            raise InputError(f"branch time {bad[0]:.4g} is outside the sampler's grid "
-                             f"[{lo:.4g}, {hi:.4g}]: raise the sampler's T or lower the times")
-        return np.abs(self.grid[None, :] - times[:, None]).argmin(1)
+    def snap(self, times: np.ndarray, duplicates: str = "merge") -> np.ndarray:
+        """Grid indices nearest to the given OU times (int64), inside the grid; times on one
+        grid step are measured once (``merge``, logged) or kept (:func:`schedule.snap_to_grid`)."""
+        return snap_to_grid(self.grid, times, duplicates)
 
 
 def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.Tensor, times: np.ndarray,
@@ -155,7 +146,7 @@ def sample_projections(score: Score, sampler: Sampler, n: int, direction: torch.
     """Projections ``q = x . direction`` of n backward trajectories at the grid times
     nearest to ``times``: returns (grid times (K,), q (K, n) float64). Trajectories run
     ``batch`` at a time; batch c draws from ``generator(seed, "trajectories", c)``."""
-    idx = sampler.snap(times)
+    idx = sampler.snap(times, duplicates="keep")
     where: dict[int, list[int]] = {}
     for k, i in enumerate(idx):  # two times may snap to one grid point
         where.setdefault(int(i), []).append(k)

@@ -19,10 +19,13 @@ module does not import torch (the configuration layer imports it).
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 
 import numpy as np
+
+from .errors import InputError
 
 DDPM_STEPS = 1000
 DDPM_BETA_MIN = 1e-4
@@ -139,3 +142,38 @@ def speciation_time(Lambda: float) -> float:
     if Lambda <= 0:
         raise ValueError(f"Lambda must be positive, got {Lambda}")
     return 0.5 * math.log(Lambda)
+
+
+def sampler_grid(block: dict) -> np.ndarray:
+    """The decreasing OU-time grid of a sampler config block ``{grid, steps, T, t_end}`` (T is
+    the ddpm grid's own)."""
+    return time_grid(block["grid"], int(block["steps"]), None if block["grid"] == "ddpm" else float(block["T"]),
+                     float(block.get("t_end", 1e-3)))
+
+
+def snap_to_grid(grid: np.ndarray, times, duplicates: str = "refuse") -> np.ndarray:
+    """Indices (int64) of the points of a decreasing time ``grid`` nearest to ``times``. A
+    time outside the grid is one line. Two times on one grid point (branch times: their rows
+    would repeat each other, and a crossing would fall between equal times) are, by
+    ``duplicates``: ``refuse``: one line (validation, times in OU time); ``merge``: kept once,
+    with a logged warning (jobs, where times in units of t_S meet the grid); ``keep``: both."""
+    times = np.asarray(times, dtype=np.float64)
+    lo, hi = grid[-1], grid[0]
+    bad = times[(times > hi) | (times < lo)]
+    if len(bad):
+        raise InputError(f"branch time {bad[0]:.4g} is outside the sampler's grid "
+                         f"[{lo:.4g}, {hi:.4g}]: raise the sampler's T or lower the times")
+    idx = np.abs(grid[None, :] - times[:, None]).argmin(1)
+    if duplicates == "keep" or len(np.unique(idx)) == len(idx):
+        return idx
+    first, again = next((i, j) for j in range(len(idx)) for i in range(j) if idx[i] == idx[j])
+    same = (f"branch times {times[first]:.4g} and {times[again]:.4g} fall on the same step of the sampler's grid "
+            f"(OU time {grid[idx[first]]:.4g})")
+    if duplicates == "refuse":
+        raise InputError(f"{same}: raise the sampler's steps or spread the times")
+    _, keep = np.unique(idx, return_index=True)
+    merged = len(idx) - len(keep)
+    logging.getLogger("diffusion_regimes").warning(
+        "%s: %d branch time(s) merged with a neighbour, each grid time measured once; raise the sampler's "
+        "steps to separate them", same, merged)
+    return idx[np.sort(keep)]

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from .device import place_data, resolve_channels_last, resolve_device, resolve_precision, rng_states, set_rng_states
 from .errors import InputError
 from .io import load_checkpoint, save_checkpoint
+from .models import check_network_fits
 from .networks import EpsilonModel, build_model
 from .schedule import ddpm_times
 from .seeding import Stream, generator, global_torch_seed
@@ -121,6 +122,7 @@ def train_network(x: torch.Tensor, arch: str, model_cfg: dict, shape: tuple[int,
     (a snapshot) of a shorter run of the same settings to continue; the final state is
     always written to ``state_path``.
     """
+    check_network_fits(arch, model_cfg, shape, copies=4 + bool((options or {}).get("ema", train_cfg.get("ema"))))
     with global_torch_seed(seed, Stream.INIT):  # weights and dropout use torch's global generator
         model = build_model(arch, model_cfg, shape)
         return _train(model, x, arch, model_cfg, train_cfg, seed, Path(state_path), progress, device,

@@ -72,6 +72,9 @@ class ScoreModel:
     trainable: ClassVar[bool] = False
     #: the likely cause when its score is NaN or inf (the one-line error says it)
     nonfinite_hint: ClassVar[str] = "the score model is broken"
+    #: whether its score runs code from outside the project (an entry point, a downloaded
+    #: model): an exception it raises is then one line naming the model, not a traceback
+    user_code: ClassVar[bool] = False
 
     # --- torch-free: the workflow and the configuration layer
     @classmethod
@@ -172,15 +175,33 @@ def score_spec(exp_cfg: dict, name: str, device: str) -> dict:
 
 
 class CheckedScore:
-    """A score whose every result is checked: a NaN or inf stops the job with one line naming
-    the score model, the OU time and the likely cause, before it can become a number in a
-    table. Everything else (``nearest``, ``device``, ...) is the wrapped score's; ``unchecked``
-    is the wrapped score itself."""
+    """A score whose every result is checked: a result that is not one value per coordinate
+    of each state (a shape that merely broadcasts included), or holds a NaN or inf, stops the
+    job with one line naming the score model, the OU time and the likely cause, before it can
+    become a number in a table; so does an exception of a ``user_code`` model. Everything else
+    (``nearest``, ``device``, ...) is the wrapped score's; ``unchecked`` is the wrapped score
+    itself."""
 
-    def __init__(self, unchecked, name: str, hint: str):
-        self.unchecked, self.name, self.hint = unchecked, name, hint
+    def __init__(self, unchecked, name: str, hint: str, user_code: bool = False):
+        self.unchecked, self.name, self.hint, self.user_code = unchecked, name, hint, user_code
 
-    def _checked(self, out, t: float, what: str):
+    def _checked(self, call, x, t: float, what: str):
+        try:
+            out = call(x, t)
+        except InputError:
+            raise
+        except Exception as err:
+            if not self.user_code:
+                raise
+            text = (str(err).strip().splitlines() or [""])[0][:160]
+            raise InputError(f"score model {self.name!r} raised {type(err).__name__} at OU time {t:.4g} ({text}): "
+                             f"{self.hint}") from None
+        shape = getattr(out, "shape", None)
+        if shape is None or tuple(shape) != tuple(x.shape):
+            got = f"shape {tuple(shape)}" if shape is not None else f"a {type(out).__name__}"
+            raise InputError(f"score model {self.name!r} returned {what} of {got} for states of shape "
+                             f"{tuple(x.shape)} at OU time {t:.4g}: it must return a tensor of the states' shape "
+                             "(one value per coordinate of each state; a shape that only broadcasts is refused)")
         finite = out.isfinite()
         if not bool(finite.all()):
             rows = int((~finite.reshape(len(out), -1)).any(1).sum())
@@ -189,12 +210,12 @@ class CheckedScore:
         return out
 
     def __call__(self, x, t: float):
-        return self._checked(self.unchecked(x, t), t, "scores")
+        return self._checked(self.unchecked, x, t, "scores")
 
     def __getattr__(self, attr: str):
         value = getattr(self.unchecked, attr)
         if attr == "eps":  # a network's noise prediction, checked as well
-            return lambda x, t: self._checked(value(x, t), t, "noise predictions")
+            return lambda x, t: self._checked(value, x, t, "noise predictions")
         return value
 
 
@@ -202,4 +223,4 @@ def build_score(spec: dict, x, data_model, files: dict) -> CheckedScore:
     """The score object of a spec (:meth:`ScoreModel.build`), checked for NaN and inf
     (:class:`CheckedScore`): the one factory of the jobs."""
     kind = score_kind(spec["kind"])
-    return CheckedScore(kind.build(spec, x, data_model, files), spec["kind"], kind.nonfinite_hint)
+    return CheckedScore(kind.build(spec, x, data_model, files), spec["kind"], kind.nonfinite_hint, kind.user_code)

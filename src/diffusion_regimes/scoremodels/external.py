@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..schedule import ou_time, time_grid
+from ..predictions import PREDICTIONS
+from ..schedule import ou_time, sampler_grid
 from . import ScoreModel, config_error, register
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -110,16 +111,97 @@ def external_inputs(cfg: dict) -> list[str]:
     return [module] if module.endswith(".py") else []
 
 
-def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
-    """OU times (t of the first step, t of the last) of a diffusers folder's scheduler.
-    Imports no torch."""
-    _, sched_file = diffusers_folders(Path(path))
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value, least: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def check_scheduler_config(sched: dict, where: str | os.PathLike) -> None:
+    """Refuse, with one line naming ``where``, a scheduler config whose values have the wrong
+    type or range (diffusers itself would fail late or compute a wrong schedule)."""
+    def bad(key: str, why: str) -> InputError:
+        return InputError(f"{where}: {key} {why}; fix it or save the scheduler again (scheduler.save_pretrained)")
+
+    if not isinstance(sched, dict):
+        raise InputError(f"{where}: not a JSON object; save the scheduler again (scheduler.save_pretrained)")
+    steps = sched.get("num_train_timesteps", 1000)
+    if not _is_count(steps, 2):
+        raise bad("num_train_timesteps", f"is {steps!r}, not an integer >= 2")
+    for key in ("beta_start", "beta_end"):
+        if key in sched and not (_is_number(sched[key]) and 0 < sched[key] < 1):
+            raise bad(key, f"is {sched[key]!r}, not a number in (0, 1)")
+    if sched.get("beta_start", 1e-4) > sched.get("beta_end", 2e-2):
+        raise bad("beta_start", f"{sched.get('beta_start', 1e-4)} exceeds beta_end {sched.get('beta_end', 2e-2)}")
+    kind = sched.get("beta_schedule", "linear")
+    if sched.get("trained_betas") is None and kind not in BETA_SCHEDULES:
+        raise bad("beta_schedule", f"{kind!r} is not one of {BETA_SCHEDULES}")
+    betas = sched.get("trained_betas")
+    if betas is not None:
+        if not (isinstance(betas, list) and all(_is_number(b) and 0 < b < 1 for b in betas)):
+            raise bad("trained_betas", "is not a list of numbers in (0, 1)")
+        if len(betas) != steps:
+            raise bad("trained_betas", f"has {len(betas)} values, num_train_timesteps is {steps}")
+    prediction = sched.get("prediction_type", "epsilon")
+    if prediction not in PREDICTIONS:
+        raise bad("prediction_type", f"{prediction!r} is not one of {tuple(PREDICTIONS)}")
+
+
+def check_unet_config(config: dict, where: str | os.PathLike) -> None:
+    """Refuse, with one line naming ``where``, a UNet config.json whose shape keys have the
+    wrong type (``sample_size``, ``in_channels``, ``out_channels``)."""
+    if not isinstance(config, dict):
+        raise InputError(f"{where}: not a JSON object; save the model again (save_pretrained)")
+    size = config.get("sample_size")
+    if not (_is_count(size) or (isinstance(size, list) and len(size) == 2 and all(map(_is_count, size)))):
+        raise InputError(f"{where}: sample_size is {size!r}, not a positive integer or a pair of them: set it to "
+                         "the model's resolution")
+    for key in ("in_channels", "out_channels"):
+        if key in config and not _is_count(config[key]):
+            raise InputError(f"{where}: {key} is {config[key]!r}, not a positive integer")
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise InputError(f"{where}: a {config.get('_class_name')}, not a UNet2DModel")
+    if config.get("time_embedding_type") == "fourier":
+        raise InputError(f"{where}: time_embedding_type fourier takes a noise level, not a step: use "
+                         "external.kind edm")
+    if config.get("num_class_embeds") is not None:
+        raise InputError(f"{where}: a class-conditional model (num_class_embeds) needs labels: wrap it with "
+                         "external.kind python")
+    if config.get("out_channels", 3) != config.get("in_channels", 3):
+        raise InputError(f"{where}: out_channels {config.get('out_channels')} != in_channels "
+                         f"{config.get('in_channels')} (a learned variance?): wrap it with external.kind python")
+
+
+def _read_json(path: Path) -> dict:
     try:
-        sched = json.loads(sched_file.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{sched_file}: unreadable scheduler config ({err}); save the scheduler again") from None
-    times = ou_time(scheduler_alpha_bar(sched))
-    return float(times[0]), float(times[-1])
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: JSON syntax and text encodings
+        raise InputError(f"{path}: unreadable JSON ({str(err).splitlines()[0][:120]}); save it again") from None
+
+
+def read_diffusers_configs(path: str | os.PathLike) -> tuple[Path, dict, dict]:
+    """(folder of the UNet, its config.json, the scheduler config) of a save_pretrained
+    folder, both configs checked (:func:`check_unet_config`, :func:`check_scheduler_config`).
+    Imports no torch."""
+    unet_dir, sched_file = diffusers_folders(Path(path))
+    config, sched = _read_json(unet_dir / "config.json"), _read_json(sched_file)
+    check_unet_config(config, unet_dir / "config.json")
+    check_scheduler_config(sched, sched_file)
+    return unet_dir, config, sched
+
+
+def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
+    """OU times (t of the first step, t of the last) of a diffusers folder's scheduler, its
+    configs checked first. Imports no torch."""
+    _, sched_file = diffusers_folders(Path(path))
+    sched = read_diffusers_configs(path)[2]
+    try:
+        clock = DiscreteTime(scheduler_alpha_bar(sched))
+    except InputError as err:
+        raise InputError(f"{sched_file}: {err}") from None
+    return float(clock.times[0]), clock.t_max
 
 
 # ----------------------------------------------------------------------------- the kind
@@ -127,7 +209,7 @@ def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
 
 def sampler_range(s: dict) -> tuple[float, float]:
     """(t_end, T): the OU times of the first and last point of a sampler block's grid."""
-    grid = time_grid(s["grid"], s["steps"], None if s["grid"] == "ddpm" else s["T"], s["t_end"])
+    grid = sampler_grid(s)
     return float(grid[-1]), float(grid[0])
 
 
@@ -140,6 +222,7 @@ class External(ScoreModel):
     sampler = "network_sampler"
     network = True
     nonfinite_hint = "check the model's files, its scale (data as the dataset block gives them) or the entry point"
+    user_code = True
 
     @classmethod
     def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:

@@ -37,6 +37,13 @@ class UNet(TrainedNetwork):
     def build_network(cls, settings: dict, shape: tuple[int, ...]):
         from ..models import build_unet
 
+        factor = 2 ** (len(settings["channel_mult"]) - 1)
+        if shape[1] % factor or shape[2] % factor:
+            from ..errors import InputError
+
+            raise InputError(f"the U-Net with {len(settings['channel_mult'])} resolutions (model.channel_mult) needs "
+                             f"image sides divisible by {factor}; the data are {shape[1]}x{shape[2]}: set "
+                             f"dataset.size to a multiple of {factor}")
         return build_unet(settings, shape[0])
 
 
