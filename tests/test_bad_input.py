@@ -670,3 +670,39 @@ def test_a_damaged_middle_snapshot_costs_no_valid_file_and_the_fix_restores_the_
     pd.testing.assert_frame_equal(read_table(study)[0], table_before)
     dry = snakemake(work, configfile=config, extra=("-n",))
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+# ----------------------------------------------------------------------------- the file system
+FAILING_WRITES = """
+import errno
+import os
+import sys
+
+_code = os.environ.get("DIFFUSION_REGIMES_TEST_FAIL_WRITES")
+if _code and sys.argv and sys.argv[0].endswith("stage.py"):  # only the jobs' stage scripts
+    def _refuse(src, dst, *args, **kwargs):
+        number = getattr(errno, _code)
+        raise OSError(number, os.strerror(number), str(dst))
+    os.replace = _refuse
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code, words", [("ENOSPC", ["No space left on device", "free disk space"]),
+                                         ("EROFS", ["Read-only file system", "make the results folder writable"])])
+def test_a_file_system_that_refuses_the_write_is_one_line(code, words, tmp_path):
+    """Family 7: a full disk and a read-only results folder, met when a job renames its finished
+    output into place (the faults injected into the job's process only), end the job with one
+    line naming the file and what to do; no partial output is left."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAILING_WRITES)
+    env = {**QUICK_ENV, "DIFFUSION_REGIMES_TEST_FAIL_WRITES": code,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(inject), QUICK_ENV.get("PYTHONPATH")]))}
+    work = tmp_path / "work"
+    proc = subprocess.run([SNAKEMAKE, "results/gmm/data.parquet", "-s", str(ROOT / "Snakefile"), "-d", str(work),
+                           "--cores", "1", "--configfile", str(TINY)], capture_output=True, text=True, timeout=600,
+                          env=env)
+    line = assert_one_line(proc, "subset cannot write", "results/gmm/data.parquet", *words)
+    assert line.endswith("and run again"), line
+    assert not [p for p in (work / "results").rglob("*") if p.is_file()], "a partial output was left"
