@@ -56,7 +56,12 @@ def _levels(columns) -> list[str]:
     """Extra levels of class agreement in a table: ``phi_{level}`` columns (not their errors,
     nor the classifier-corrected phi)."""
     return [c[4:] for c in columns if c.startswith("phi_") and c[4:] not in ("se", "lo", "hi", "corrected")
-            and not c.endswith(("_se", "_lo", "_hi"))]
+            and c[4:] not in REFERENCES and not c.endswith(("_se", "_lo", "_hi"))]
+
+
+#: the reference curves from the data (references.py): column suffix -> legend
+REFERENCES = {"gaussian": r"$\phi_G$: class-conditional Gaussians of the data",
+              "heldout": r"$\phi_H$: training posterior at noised held-out points (above $t_C$)"}
 
 
 def _time_unit(t_S: float) -> tuple[float, str]:
@@ -78,6 +83,13 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
     fig, ax = plt.subplots(figsize=(6, 4))
     if theory["phi"].notna().any():
         ax.plot(theory["t"] / unit, theory["phi"], "k-", lw=1.2, label=f"theory ({th_meta['model']})")
+    for (ref, text), color in zip(REFERENCES.items(), ("tab:olive", "tab:cyan")):
+        if f"phi_{ref}" in theory and theory[f"phi_{ref}"].notna().any():
+            ok = theory[f"phi_{ref}"].notna()
+            t_ref, y, se = theory["t"][ok] / unit, theory[f"phi_{ref}"][ok], theory[f"phi_{ref}_se"][ok]
+            cross = th_meta.get(f"t_S_{ref}")
+            ax.plot(t_ref, y, color=color, lw=1.2, label=text + (f", crosses at {cross:.3g}" if cross else ""))
+            ax.fill_between(t_ref, y - 2 * se, y + 2 * se, color=color, alpha=0.2, lw=0)
     x_max = 1.0
     for score, (tab, meta) in tables.items():
         m = meta["t_S_measured"]

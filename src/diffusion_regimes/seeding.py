@@ -42,6 +42,9 @@ class Stream(Enum):
     QUALITY = "quality"
     BOOTSTRAP_TAU = "bootstrap-tau"
     SYMMETRY = "symmetry"
+    THEORY = "theory"  # the reference curves of the theory stage
+    REFERENCE_GAUSSIAN = "reference-gaussian"  # points of the class-conditional Gaussian surrogate
+    REFERENCE_HELDOUT = "reference-heldout"  # reference points and their noise for phi_H
     # blocks of work inside a stage
     PAIRS = "pairs"
     TRAJECTORIES = "trajectories"

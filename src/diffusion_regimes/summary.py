@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import cloning, collapse, entropy, spectrum, theory, uturn
+from . import cloning, collapse, entropy, references, spectrum, theory, uturn
 
 #: (source: the name of its file kind, its declared columns), in column order
 SOURCES = (("spectrum", spectrum.SUMMARY), ("cloning", cloning.SUMMARY), ("entropy", entropy.SUMMARY),
-           ("collapse", collapse.SUMMARY), ("theory", theory.SUMMARY), ("uturn", uturn.SUMMARY))
+           ("collapse", collapse.SUMMARY), ("theory", theory.SUMMARY), ("theory", references.SUMMARY),
+           ("uturn", uturn.SUMMARY))
 
 
 def columns() -> list[str]:
@@ -41,8 +42,9 @@ def summary_table(rows: list[tuple[str, str, dict[str, dict]]]) -> pd.DataFrame:
 
 def table1(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 1 for the experiments of the summary: n, d, Lambda (all channels and
-    channel 0), t_S = 1/2 log Lambda, the paper's Lambda where it has one, and the t_S
-    measured by cloning with each score model and its ratio to the theory."""
+    channel 0), t_S = 1/2 log Lambda, the paper's Lambda where it has one, the crossings of the
+    reference curves phi_G and phi_H (with s.e.), and the t_S measured by cloning with each
+    score model and its ratio to 1/2 log Lambda."""
     rows = []
     for exp, part in summary.groupby("experiment", sort=False):
         first = part.iloc[0]
@@ -50,6 +52,9 @@ def table1(summary: pd.DataFrame) -> pd.DataFrame:
         row = {"experiment": exp, "source": first["source"], "n": int(first["n"]), "d": int(first["d"]),
                "Lambda": first["Lambda"], "Lambda_channel0": first["Lambda_channel0"], "t_S": first["t_S_theory"],
                "Lambda_paper": None if pd.isna(lam_paper) else float(lam_paper)}
+        for ref in ("gaussian", "heldout"):  # the references computed from the data (references.py)
+            for col in (f"t_S_{ref}", f"t_S_{ref}_se"):
+                row[col] = None if pd.isna(first[col]) else float(first[col])
         for _, r in part.iterrows():
             measured = None if pd.isna(r["t_S_measured"]) else float(r["t_S_measured"])
             row[f"t_S_measured_{r['score']}"] = measured

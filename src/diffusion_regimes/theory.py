@@ -148,11 +148,30 @@ def crossing_time(t: np.ndarray, y: np.ndarray, level: float) -> float:
 SUMMARY = (("t_C_theory_gm", "t_C", "Float64"), ("t_C_theory_gm_finite_d", "t_C_finite_d", "Float64"))
 
 
-def theory_columns(data_model, theory: dict, t_S: float, Lambda: float) -> tuple[dict[str, np.ndarray], dict]:
+def theory_columns(data_model, theory: dict, t_S: float, Lambda: float,
+                   data: tuple | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
     """The data model's closed forms on ``theory.n_t`` OU times up to ``theory.t_max`` (NaN
-    where it has none): (columns ``t``, ``phi``, ``f``, ..., scalar results)."""
+    where it has none), and, with ``data`` = (training x (n, d), labels (n,), reference points
+    (m, d)) and ``theory.reference.enabled``, the reference curves phi_G and phi_H
+    (:func:`diffusion_regimes.references.reference_curves`) on ``reference.n_t`` times spanning
+    ``reference.t_range`` x t_S, added to the grid (NaN on the other rows): (columns ``t``,
+    ``phi``, ``f``, ..., ``phi_gaussian``, ..., scalar results)."""
     t = np.linspace(theory["t_max"] / theory["n_t"], theory["t_max"], theory["n_t"])
+    ref = theory.get("reference") or {}
+    use_ref = data is not None and ref.get("enabled") and t_S > 0
+    t_ref = np.linspace(ref["t_range"][0] * t_S, ref["t_range"][1] * t_S, ref["n_t"]) if use_ref else np.empty(0)
+    t = np.union1d(t, t_ref)
     columns, extra = data_model.theory(t)
     results = {"t_S": t_S, "Lambda": Lambda, "t_C": None,
                "model": data_model.meta["source"] if data_model.kind == "solvable" else None, **extra}
+    if use_ref:
+        from .references import reference_curves
+
+        curves, found = reference_curves(*data, t_ref, ref, seed)
+        rows = np.searchsorted(t, t_ref)
+        for name, values in curves.items():
+            full = np.full(len(t), np.nan)
+            full[rows] = values
+            columns[name] = full
+        results.update(found)
     return {"t": t, **columns}, results

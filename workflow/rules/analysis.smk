@@ -49,18 +49,21 @@ rule entropy:
 rule theory:
     input:
         data=paths.DATA,
+        reference=paths.REFERENCE,
         spectrum=paths.SPECTRUM,
     output:
         theory=paths.THEORY,
     params:
+        exp="{exp}",
         theory=experiment("theory"),
+        seed=config["seed"],
     log:
         log_path("theory"),
     benchmark:
         bench_path("theory")
     resources:
-        mem_mb=1000,
-        runtime=minutes(5),
+        mem_mb=2000,
+        runtime=minutes(20),
     conda:
         CONDA_ENV
     script:

@@ -40,13 +40,16 @@ def entropy(input: dict, output: dict, exp: str, entropy: dict, seed: int) -> No
     log.info("entropy: alpha=%.4g t_C=%.4g", results["alpha"], results["t_C"])
 
 
-def theory(input: dict, output: dict, theory: dict) -> None:
-    """The data model's closed forms on a grid of OU times (null columns where it has none)."""
-    meta = read_metadata(input["data"], "subset")
+def theory(input: dict, output: dict, exp: str, theory: dict, seed: int) -> None:
+    """The data model's closed forms on a grid of OU times (null columns where it has none)
+    and the reference curves phi_G, phi_H from the training split and the reference set."""
+    x, labels, meta = load_subset(input["data"])
+    reference, _, _ = load_subset(input["reference"])
     spec = read_metadata(input["spectrum"], "spectrum")
-    columns, results = theory_mod.theory_columns(for_meta(meta), theory, spec["t_S"], spec["Lambda"])
+    columns, results = theory_mod.theory_columns(for_meta(meta), theory, spec["t_S"], spec["Lambda"],
+                                                 (x, labels.numpy(), reference), derive_seed(seed, exp, Stream.THEORY))
     table = pa.table({k: pa.array(v, mask=~np.isfinite(v)) if k != "t" else pa.array(v) for k, v in columns.items()})
-    write_table(table, output["theory"], make_metadata("theory", theory, None, results))
+    write_table(table, output["theory"], make_metadata("theory", theory, seed, results))
 
 
 def symmetry(input: dict, output: dict, exp: str, symmetry: dict, sampler: dict, seed: int) -> None:
