@@ -75,3 +75,27 @@ def test_agreement_table_bootstrap():
     np.testing.assert_allclose(table["phi_se"], np.sqrt([0.75 * 0.25 / 400] * 2), rtol=0.2)
     assert (table["phi_lo"] < table["phi"]).all() and (table["phi_hi"] > table["phi"]).all()
     assert cross["crossing"] == 1.5
+
+
+def test_label_flip_corrections_two_sided_one_sided_and_the_errors_uncertainty():
+    from diffusion_regimes.cloning import agreement_table, correct_for_label_flips, flip_replicates
+
+    rng = np.random.default_rng(0)
+    phi, eps, n = 0.8, 0.1, 400_000
+    same = rng.random(n) < phi  # the true agreement
+    flip_a, flip_b = rng.random(n) < eps, rng.random(n) < eps
+    both = (same ^ flip_a ^ flip_b).mean()  # cloning: both clones' labels noisy
+    one = (same ^ flip_b).mean()  # U-turns: the start label is the point's own
+    assert abs(correct_for_label_flips(both, eps) - phi) < 0.005
+    assert abs(correct_for_label_flips(one, eps, one_sided=True) - phi) < 0.005
+    assert abs(correct_for_label_flips(one, eps) - phi) > 0.05  # the two-sided formula would be wrong here
+    reps = flip_replicates(0.05, 100, 4000, seed=1)
+    assert reps.shape == (4000, 1) and abs(reps.mean() - 0.05) < 0.002
+    assert abs(reps.std() - math.sqrt(0.05 * 0.95 / 100)) < 0.002  # the held-out set's binomial error
+    assert flip_replicates(0.05, None, 10, seed=1) == 0.05
+    agree = rng.random((3, 300)) < np.array([[0.95], [0.8], [0.6]])
+    times = np.array([0.1, 0.5, 1.0])
+    fixed, _ = agreement_table(times, agree, 500, 2, flip=0.05)
+    spread, _ = agreement_table(times, agree, 500, 2, flip=0.05, flip_boot=reps[:500])
+    np.testing.assert_allclose(fixed["phi"], spread["phi"])
+    assert np.all(spread["phi_se"] > fixed["phi_se"])  # the error's uncertainty is in the s.e.

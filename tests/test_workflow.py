@@ -88,7 +88,7 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
     shard = read_metadata(r / "digits/unet/shards/cloning_0.parquet")
     assert unet["confidence_mean"] == pytest.approx(shard["confidence_sum"] / shard["labelled"])
     assert unet["low_confidence_fraction"] == pytest.approx(shard["low_confidence"] / shard["labelled"])
-    assert shard["labelled"] == 32 * 4 and "label_noise_generated" in unet  # 32 trunks + 3 branch times
+    assert shard["labelled"] == 32 * 4 and "label_noise_if_phi_latest_1" in unet  # 32 trunks + 3 branch times
     for fig in ["gmm/phi.png", "gmm/collapse.png", "gmm/symmetry.png", "digits/phi.png", "digits/collapse.png",
                 "digits/samples.png", "groups/cw/speciation.png", "groups/cw/collapse.png", "cw_d12/phi.png"]:
         assert (r / "figures" / fig).stat().st_size > 10_000

@@ -77,6 +77,8 @@ class ClassifierLabeller:
         self.model = model.to(self.device).eval()
         self.shape, self.batch = tuple(shape), int(batch)
         self.confidences: list[torch.Tensor] = []
+        #: held-out images behind the classifier's accuracy (its error's uncertainty), when known
+        self.n_test: int | None = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +113,7 @@ def save_classifier(model: nn.Module, cfg: dict, shape: tuple[int, ...], accurac
 
 def load_classifier(path: str | os.PathLike) -> tuple[nn.Module, tuple[int, int, int], float]:
     """(classifier in eval mode, image shape, held-out accuracy) from a checkpoint, with a
-    one-line :class:`InputError` for anything malformed."""
+    one-line :class:`InputError` for anything malformed (the held-out size: :func:`held_out_size`)."""
     ckpt = load_checkpoint(path, required=("state_dict", "config", "shape", "accuracy"))
     fix = "delete it and re-run the classifier stage"
     try:
@@ -128,6 +130,13 @@ def load_classifier(path: str | os.PathLike) -> tuple[nn.Module, tuple[int, int,
         raise InputError(f"{path}: weights do not fit the classifier it describes "
                          f"({str(err).splitlines()[0][:120]}); {fix}") from None
     return net.eval(), shape, accuracy
+
+
+def held_out_size(path: str | os.PathLike) -> int | None:
+    """The number of held-out images behind a classifier checkpoint's accuracy (None for a
+    checkpoint that does not record it)."""
+    n = (load_checkpoint(path).get("metadata") or {}).get("n_test")
+    return int(n) if isinstance(n, (int, float)) and n >= 1 else None
 
 
 @torch.no_grad()
@@ -164,4 +173,6 @@ def labeller(data_model, classifier_path: str | None = None, min_accuracy: float
         raise InputError(f"{classifier_path}: classifier held-out accuracy {accuracy:.3f} is "
                          f"below classifier.min_accuracy={min_accuracy}; train it longer "
                          "(classifier.epochs), try classifier.arch: resnet18, or lower the threshold")
-    return classifier_labeller(net, shape, device=device or "auto"), accuracy
+    label = classifier_labeller(net, shape, device=device or "auto")
+    label.n_test = held_out_size(classifier_path)
+    return label, accuracy

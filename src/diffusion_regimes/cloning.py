@@ -32,7 +32,7 @@ from .errors import InputError
 from .io import read_metadata
 from .sampling import EVALS_PER_STEP, Sampler, tweedie
 from .scores import Score
-from .seeding import Stream, derive_seed, generator, shard_blocks
+from .seeding import Stream, derive_seed, generator, numpy_generator, shard_blocks
 from .theory import PHI_AT_T_S, crossing_time
 
 Labeller = Callable[[torch.Tensor], torch.Tensor]
@@ -138,40 +138,59 @@ def rerun_per_branch_nfe(sampler: Sampler, branch_times: np.ndarray, n_pairs: in
     return int(n_pairs * e * sum(sampler.steps + (sampler.steps - i) for i in sampler.snap(branch_times)))
 
 
-def correct_for_label_flips(phi: np.ndarray, eps: float) -> np.ndarray:
+def correct_for_label_flips(phi: np.ndarray, eps, one_sided: bool = False) -> np.ndarray:
     """Agreement corrected for a labeller that flips each label independently with probability
-    ``eps`` (its held-out error): the observed ``phi_obs = phi + 2 eps (1 - eps) (1 - 2 phi)``
-    inverted, ``phi = (phi_obs - 2 eps (1 - eps)) / (1 - 4 eps (1 - eps))``."""
-    flip = 2.0 * eps * (1.0 - eps)
+    ``eps`` (its held-out error; a float, or one per row of ``phi``). Two noisy labels
+    (cloning: both clones labelled): the observed ``phi_obs = phi + 2 eps (1 - eps) (1 - 2 phi)``
+    inverted, ``phi = (phi_obs - 2 eps (1 - eps)) / (1 - 4 eps (1 - eps))``. One noisy label
+    against a true one (``one_sided``, U-turns: the start label is the point's own):
+    ``phi_obs = phi + eps (1 - 2 phi)``, ``phi = (phi_obs - eps) / (1 - 2 eps)``."""
+    flip = np.asarray(eps, dtype=np.float64)
+    flip = flip if one_sided else 2.0 * flip * (1.0 - flip)
     return (np.asarray(phi, dtype=np.float64) - flip) / (1.0 - 2.0 * flip)
 
 
+def flip_replicates(eps: float, n_test: int | None, n_boot: int, seed: int) -> np.ndarray | float:
+    """The labeller's error in each bootstrap replicate: its held-out set of ``n_test`` images
+    resampled (Binomial(n_test, eps) / n_test), so the corrected phi's s.e. includes the
+    error's uncertainty; ``eps`` itself when the held-out size is unknown. Shape (n_boot, 1)."""
+    if not n_test:
+        return eps
+    return (numpy_generator(seed, Stream.BOOTSTRAP, "label-error").binomial(n_test, eps, size=n_boot)
+            / n_test)[:, None]
+
+
 def label_noise_from_latest_branch(phi_latest: float) -> float:
-    """Label noise of generated samples estimated from phi at the latest branch time, where the
-    two clones are nearly the same sample and disagree only through noisy labels: inverting
-    ``phi = 1 - 2 eps (1 - eps)`` gives ``eps = (1 - sqrt(2 phi - 1)) / 2`` (0 for phi = 1,
-    1/2 for phi <= 1/2)."""
+    """A diagnostic, not a measurement: the label noise of generated samples *if* the true phi
+    were 1 at the latest branch time (the clones the same sample up to noisy labels):
+    inverting ``phi = 1 - 2 eps (1 - eps)`` gives ``eps = (1 - sqrt(2 phi - 1)) / 2`` (0 for
+    phi = 1, 1/2 for phi <= 1/2). It maps that phi to exactly 1, so the t_S it gives is an
+    upper bound that holds only under that assumption; it is kept in the cloning metadata
+    (``t_S_bound_phi_latest_1``), not in the summary."""
     return 0.5 * (1.0 - math.sqrt(max(2.0 * phi_latest - 1.0, 0.0)))
 
 
 def add_agreement_columns(table: pd.DataFrame, name: str, times: np.ndarray, agree: np.ndarray, n_boot: int,
-                          seed: int, flip: float = 0.0) -> dict:
+                          seed: int, flip: float = 0.0, flip_boot=None, one_sided: bool = False) -> dict:
     """Add ``phi_{name}``, ``phi_{name}_se``, ``phi_{name}_lo``, ``phi_{name}_hi`` to ``table``
     (one more level of agreement, or phi corrected for a labeller of error ``flip``), from
     :func:`agreement_table` with the same arguments; returns its scalars (the crossing)."""
-    part, cross = agreement_table(times, agree, n_boot, seed, flip=flip)
+    part, cross = agreement_table(times, agree, n_boot, seed, flip=flip, flip_boot=flip_boot, one_sided=one_sided)
     for col in ("phi", "phi_se", "phi_lo", "phi_hi"):
         table[col.replace("phi", f"phi_{name}")] = part[col].to_numpy()
     return cross
 
 
 def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int,
-                    level: float | None = PHI_AT_T_S, flip: float = 0.0) -> tuple[pd.DataFrame, dict]:
+                    level: float | None = PHI_AT_T_S, flip: float = 0.0, flip_boot=None,
+                    one_sided: bool = False) -> tuple[pd.DataFrame, dict]:
     """phi(t) with bootstrap standard errors and 95 % percentile intervals.
 
     Pairs are resampled jointly across branch times, so the crossing of ``level``
     gets a bootstrap standard error too. With ``flip`` > 0, phi and every replicate are
-    corrected for a labeller of that error rate (:func:`correct_for_label_flips`). Returns
+    corrected for a labeller of that error rate (:func:`correct_for_label_flips`; ``one_sided``
+    for U-turns), each replicate with its own error from ``flip_boot`` (n_boot, 1) when given
+    (:func:`flip_replicates`). Returns
     the table (``t, phi, phi_se, phi_lo, phi_hi, n_pairs``) and scalars (``crossing``,
     ``crossing_se`` over the replicates that cross, and ``crossing_missed``: the replicates
     whose phi never crosses ``level`` inside the branch times, left out of the s.e.).
@@ -180,8 +199,9 @@ def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int
     a = agree.astype(np.float32)
     phi = a.mean(1)
     boots = replicate_means(a, n_boot, seed)  # (n_boot, K): pairs resampled jointly across branch times
-    if flip > 0:
-        phi, boots = correct_for_label_flips(phi, flip), correct_for_label_flips(boots, flip)
+    if flip > 0 or flip_boot is not None:
+        phi = correct_for_label_flips(phi, flip, one_sided)
+        boots = correct_for_label_flips(boots, flip if flip_boot is None else flip_boot, one_sided)
     lo, hi = percentile_interval(boots)
     table = pd.DataFrame({
         "t": times.astype(np.float64), "phi": phi.astype(np.float64),
@@ -264,8 +284,7 @@ def empty_snapshots(d: int) -> pa.Table:
 SUMMARY = (("t_S_measured", "t_S_measured", "Float64"), ("t_S_measured_se", "t_S_measured_se", "Float64"),
            ("t_S_measured_missed", "t_S_measured_missed", "Int64"), ("classifier_accuracy", "accuracy", "Float64"),
            ("t_S_measured_corrected", "t_S_measured_corrected", "Float64"),
-           ("t_S_measured_corrected_se", "t_S_measured_corrected_se", "Float64"),
-           ("t_S_measured_corrected_generated", "t_S_measured_corrected_generated", "Float64"))
+           ("t_S_measured_corrected_se", "t_S_measured_corrected_se", "Float64"))
 
 
 def shard(score: Score, score_name: str, label: Labeller, accuracy: float | None, sampler: dict, d: int,
@@ -279,7 +298,8 @@ def shard(score: Score, score_name: str, label: Labeller, accuracy: float | None
                              derive_seed(seed, exp, Stream.CLONING, score_name), cloning["pair_batch"],
                              progress=True, blocks=blocks)
     confidence = label.confidence_counts() if hasattr(label, "confidence_counts") else {}
-    results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy, "blocks": blocks, **confidence,
+    results = {"nfe": res.nfe, "times": res.times.tolist(), "accuracy": accuracy,
+               "n_test": getattr(label, "n_test", None), "blocks": blocks, **confidence,
                "sampler_settings": samp.settings,
                "nfe_rerun_per_branch": rerun_per_branch_nfe(samp, branch, cloning["n_pairs"])}
     cfg = {"cloning": cloning, "sampler": samp.settings, "score": score_name, "shard": shard}
@@ -305,16 +325,16 @@ def gather(times: np.ndarray, trunk: np.ndarray, clone: np.ndarray, metas: list[
                        f"t_S_{name}_measured_missed": c["crossing_missed"]})
     accuracy = metas[0]["accuracy"]
     if accuracy is not None:  # classes from a classifier: phi corrected for its held-out error as well
-        eps = 1.0 - accuracy
-        c = add_agreement_columns(table, "corrected", times, agree, n_boot, boot, flip=eps)
+        eps, n_test = 1.0 - accuracy, metas[0].get("n_test")
+        c = add_agreement_columns(table, "corrected", times, agree, n_boot, boot, flip=eps,
+                                  flip_boot=flip_replicates(eps, n_test, n_boot, boot))
         labelled = sum(m.get("labelled", 0) for m in metas)
-        # and for the label noise of the generated samples, seen at the latest branch time
+        # a diagnostic only: the t_S if phi were 1 at the latest branch time (label_noise_from_latest_branch)
         noise = label_noise_from_latest_branch(float(table["phi"].iloc[0]))
         _, g = agreement_table(times, agree, n_boot, boot, flip=noise)
         levels.update({"t_S_measured_corrected": c["crossing"], "t_S_measured_corrected_se": c["crossing_se"],
-                       "label_noise_generated": noise, "t_S_measured_corrected_generated": g["crossing"],
-                       "t_S_measured_corrected_generated_se": g["crossing_se"],
-                       "label_error": eps,
+                       "label_noise_if_phi_latest_1": noise, "t_S_bound_phi_latest_1": g["crossing"],
+                       "label_error": eps, "label_error_n_test": n_test,
                        "confidence_mean": sum(m.get("confidence_sum", 0.0) for m in metas) / max(labelled, 1),
                        "low_confidence_fraction": sum(m.get("low_confidence", 0) for m in metas) / max(labelled, 1)})
     if cross["crossing_missed"]:

@@ -5,7 +5,8 @@ cloning uses (closed-form classes, or the classifier): noise it forward to OU ti
 ``x_t = a e^{-t} + sqrt(Delta_t) z`` (:func:`diffusion_regimes.schedule.forward_noise`),
 run the backward process from there to the sampler's last time, and record whether the
 final sample has label c. Both ends go through the same labeller, as both clones do in
-cloning, so the same label-flip correction applies. ``phi_U(t)`` is the probability
+cloning, with the one-sided label-flip correction (the start label is the point's own, only the
+final sample's label is noisy). ``phi_U(t)`` is the probability
 that it has: 1 for t << t_S (the noise cannot move the sample out of its class), the
 chance level for t >> t_S: evidence of speciation independent of cloning. For the
 two-Gaussian mixture the backward process from x_t samples P(a | x_t), so
@@ -87,7 +88,7 @@ def measure(score: Score, score_name: str, points: torch.Tensor, label: Callable
     """U-turns from ``uturn.n_points`` of the given points: phi_U(t) with bootstrap errors and
     the time where it crosses phi(t_S) of the closed form (and, for classes from a classifier,
     phi_U corrected for its held-out error). Returns (table, results, config record)."""
-    from .cloning import add_agreement_columns, agreement_table, branch_times_ou
+    from .cloning import add_agreement_columns, agreement_table, branch_times_ou, flip_replicates
     from .theory import PHI_AT_T_S
 
     pick = choose_points(len(points), uturn["n_points"], derive_seed(seed, exp, Stream.UTURN))
@@ -100,7 +101,10 @@ def measure(score: Score, score_name: str, points: torch.Tensor, label: Callable
     table = table.rename(columns={"n_pairs": "n_points"})
     corrected = {}
     if accuracy is not None:  # labels from a classifier: also corrected for its held-out error
-        c = add_agreement_columns(table, "corrected", times, kept, uturn["n_bootstrap"], boot, flip=1.0 - accuracy)
+        eps = 1.0 - accuracy
+        c = add_agreement_columns(table, "corrected", times, kept, uturn["n_bootstrap"], boot, flip=eps,
+                                  flip_boot=flip_replicates(eps, getattr(label, "n_test", None),
+                                                            uturn["n_bootstrap"], boot), one_sided=True)
         corrected = {"t_U_measured_corrected": c["crossing"], "t_U_measured_corrected_se": c["crossing_se"]}
     results = {"t_U_measured": cross["crossing"], "t_U_measured_se": cross["crossing_se"],
                "t_U_measured_missed": cross["crossing_missed"], **corrected, "level": PHI_AT_T_S,
