@@ -73,15 +73,24 @@ def snapshot(work: Path) -> dict[str, str]:
 
 def assert_one_line(proc: subprocess.CompletedProcess, *words: str) -> str:
     """Non-zero exit, exactly one diffusion-regimes line holding ``words``, no traceback."""
+    return assert_one_line_each(proc, {"the case": list(words)})["the case"]
+
+
+def assert_one_line_each(proc: subprocess.CompletedProcess, cases: dict[str, list[str]]) -> dict[str, str]:
+    """Non-zero exit, one diffusion-regimes line per case (jobs run with --keep-going), each
+    holding its case's words and no other case's, no traceback; returns case -> line."""
     text = proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("diffusion-regimes:")]
     assert proc.returncode != 0, text[-3000:]
-    assert len(lines) == 1, text[-3000:]
-    for w in words:
-        assert w in lines[0], (w, lines[0])
+    assert len(lines) == len(cases), text[-3000:]
+    found = {}
+    for case, words in cases.items():
+        hits = [ln for ln in lines if all(w in ln for w in words)]
+        assert len(hits) == 1, (case, words, lines)
+        found[case] = hits[0]
     assert "Traceback" not in text, text[-3000:]
     assert "weights_only" not in text and "lost sys.stderr" not in text and "Exception ignored" not in text
-    return lines[0]
+    return found
 
 
 def assert_only_changed(before: dict, after: dict, allowed: set[str]) -> None:
@@ -228,19 +237,21 @@ JOB_TIME_CASES = {  # name: (experiment, target, words)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(JOB_TIME_CASES))
-def test_config_semantics_found_by_the_job_are_one_line(case, tmp_path):
+def test_config_semantics_found_by_the_job_are_one_line_each(tmp_path):
     """Family 6: what only the job can know (the machine's memory, the classes and the sides the
-    data have) is refused with one line before anything large is allocated; outputs before it stay."""
-    exp, target, words = JOB_TIME_CASES[case]
+    data have) is refused with one line before anything large is allocated; outputs before it
+    stay. One experiment per case, one run (--keep-going)."""
     (tmp_path / "data").mkdir()
     np.savez(tmp_path / "data/train_data_batch_1.npz", data=np.zeros((6, 3 * 8 * 8), np.uint8), labels=[1] * 6)
-    text = yaml.safe_dump({"experiments": {"x": exp}}).replace("DATA", str(tmp_path / "data"))
+    names = {case: f"x{k}" for k, case in enumerate(JOB_TIME_CASES)}
+    experiments = {names[case]: exp for case, (exp, _, _) in JOB_TIME_CASES.items()}
+    text = yaml.safe_dump({"experiments": experiments}).replace("DATA", str(tmp_path / "data"))
     (tmp_path / "c.yaml").write_text(text)
     work = tmp_path / "work"
-    proc = snakemake(work, target, configfile=tmp_path / "c.yaml")
-    assert_one_line(proc, *words)
-    assert not (work / target).exists()
+    targets = [target.replace("/x/", f"/{names[case]}/") for case, (_, target, _) in JOB_TIME_CASES.items()]
+    proc = snakemake(work, *targets, configfile=tmp_path / "c.yaml", extra=("--keep-going",))
+    assert_one_line_each(proc, {case: words for case, (_, _, words) in JOB_TIME_CASES.items()})
+    assert not [t for t in targets if (work / t).exists()]
 
 
 # ----------------------------------------------------------------------------- files of a run
@@ -567,24 +578,24 @@ ENTRY_CASES = {  # entry point: words of its one line
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", sorted(ENTRY_CASES))
-def test_an_entry_point_that_misbehaves_is_one_line(entry, tmp_path):
+def test_entry_points_that_misbehave_are_one_line_each(tmp_path):
     """Family 5: an entry point's score that raises, returns a wrong or merely broadcasting
     shape or no tensor, or never returns (the config's job_time_limit) ends its job with one
-    line; nothing is written."""
+    line; nothing is written. One experiment per entry point, one run (--keep-going)."""
     (tmp_path / "entries.py").write_text(ENTRY_POINTS)
-    cfg = {"seed": 0, "job_time_limit": 0.1, "experiments": {"g": {
+    experiments = {f"e_{entry}": {
         "dataset": {"source": "gaussian_mixture", "d": 8, "n": 64}, "scores": ["external"],
         "external": {"kind": "python", "entry": f"{tmp_path}/entries.py:{entry}", "options": {"d": 8}},
         "network_sampler": {"steps": 10, "T": 4.0},
-        "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0], "n_bootstrap": 10}}}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0], "n_bootstrap": 10}} for entry in ENTRY_CASES}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"seed": 0, "job_time_limit": 0.1, "experiments": experiments}))
     work = tmp_path / "work"
     start = time.monotonic()
-    proc = snakemake(work, "results/g/external/shards/cloning_0.parquet", configfile=tmp_path / "c.yaml")
-    assert_one_line(proc, *ENTRY_CASES[entry])
-    assert time.monotonic() - start < 120
-    assert not (work / "results/g/external").exists()
+    targets = [f"results/{exp}/external/shards/cloning_0.parquet" for exp in experiments]
+    proc = snakemake(work, *targets, configfile=tmp_path / "c.yaml", extra=("--keep-going",))
+    assert_one_line_each(proc, ENTRY_CASES)
+    assert time.monotonic() - start < 180
+    assert not [p for p in (work / "results").rglob("*") if "/external" in p.as_posix() and p.is_file()]
 
 
 def test_a_diverging_training_stops_and_keeps_its_last_finite_state(tmp_path):
@@ -651,24 +662,26 @@ def test_a_damaged_middle_snapshot_costs_no_valid_file_and_the_fix_restores_the_
     config.write_text(MEMO_CONFIG.replace("STEPS", "40").replace("n: [8, 16]", "n: [8]"))
     work = tmp_path / "work"
     work.mkdir()
-    assert snakemake(work, configfile=config).returncode == 0
-    study = work / "results/memo_n8/mlp/memorisation.parquet"
+    study_target = "results/memo_n8/mlp/memorisation.parquet"
+    assert snakemake(work, study_target, configfile=config).returncode == 0
+    study = work / study_target
     table_before = read_table(study)[0]
     middle = work / "results/memo_n8/models/mlp_snapshots/step32.pt"
     weights_before = torch.load(middle, weights_only=True)["state_dict"]
     middle.write_bytes(np.random.default_rng(0).bytes(middle.stat().st_size))
     before = snapshot(work)
-    line = assert_one_line(snakemake(work, configfile=config), "mlp_snapshots/step32.pt", "nothing was run or removed",
+    line = assert_one_line(snakemake(work, study_target, configfile=config), "mlp_snapshots/step32.pt",
+                           "nothing was run or removed",
                            "--forcerun")
     assert snapshot(work) == before, "a valid file was removed or changed"
     fix = line.split("adding ")[1].split(" to remake")[0].split()  # the printed fix: --forcerun FILE
-    proc = snakemake(work, configfile=config, extra=tuple(fix))
+    proc = snakemake(work, study_target, configfile=config, extra=tuple(fix))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(snapshot(work)) == set(before)
     weights = torch.load(middle, weights_only=True)["state_dict"]
     assert all(torch.equal(weights[k], weights_before[k]) for k in weights_before)
     pd.testing.assert_frame_equal(read_table(study)[0], table_before)
-    dry = snakemake(work, configfile=config, extra=("-n",))
+    dry = snakemake(work, study_target, configfile=config, extra=("-n",))
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 

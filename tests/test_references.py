@@ -25,20 +25,20 @@ def within(rows: np.ndarray, expected: np.ndarray, slack: float) -> None:
 
 def test_gaussian_reference_is_the_mixture_closed_form():
     d, m_norm, sigma = 16, 2.0, 1.0
-    x, labels = mixture(20000, d, m_norm, sigma, 0)
+    x, labels = mixture(12000, d, m_norm, sigma, 0)
     times = np.array([0.1, 0.4, 0.7, 1.0, 1.5, 2.5])
-    rows = gaussian_phi_rows(x, labels, times, 4000, seed=1)
+    rows = gaussian_phi_rows(x, labels, times, 3000, seed=1)
     within(rows, theory.gm_phi(times, m_norm, sigma), 0.01)
 
 
 def test_heldout_reference_is_the_closed_form_above_the_collapse_time():
     d, m_norm, sigma = 8, 2.0, 1.0
-    x, labels = mixture(8000, d, m_norm, sigma, 0)
+    x, labels = mixture(6000, d, m_norm, sigma, 0)
     fresh, _ = mixture(2000, d, m_norm, sigma, 1)
-    t_C = theory.gm_collapse_time(8000, d, sigma)
+    t_C = theory.gm_collapse_time(6000, d, sigma)
     times = np.array([0.4, 0.7, 1.0, 1.5, 2.5])
     assert times.min() > 3 * t_C
-    rows = heldout_phi_rows(x, labels, fresh, times, 4000, seed=2)
+    rows = heldout_phi_rows(x, labels, fresh, times, 3000, seed=2)
     within(rows, theory.gm_phi(times, m_norm, sigma), 0.015)
     # below t_C the empirical posterior sits on single training points: phi_H -> 1 (collapse)
     assert heldout_phi_rows(x, labels, fresh, np.array([1e-3]), 500, seed=2).mean() > 0.99

@@ -70,8 +70,14 @@ def test_whole_dag_outputs_follow_the_contract(tiny_run):
     summary, _ = read_table(r / "summary.parquet")
     assert len(summary) == 6 and set(summary["score"]) == {"exact", "empirical", "unet"}
     for col in ("memorised_fraction", "memorised_fraction_se", "t_C_memorised", "t_C_null", "t_C_entropy_lo",
-                "t_C_entropy_hi", "t_C_theory_gm_finite_d", "t_S_measured_corrected"):
+                "t_C_entropy_hi", "t_C_theory_gm_finite_d", "t_S_measured_corrected", "t_S_gaussian",
+                "t_S_gaussian_se", "t_S_heldout", "t_S_heldout_se"):
         assert col in summary, col
+    assert "t_S_measured_corrected_generated" not in summary  # a bound under an assumption, not a measurement
+    assert {"t_S_gaussian", "t_S_heldout_se"} <= set(table1) and summary["t_S_gaussian"].notna().all()
+    for _, row in summary.drop_duplicates("experiment").iterrows():  # the references near 1/2 log Lambda
+        for ref in ("gaussian", "heldout"):
+            assert abs(row[f"t_S_{ref}"] - row["t_S_theory"]) < 0.35 * row["t_S_theory"], (row["experiment"], ref)
     gmm = summary[summary["experiment"] == "gmm"].set_index("score")
     assert gmm.loc["exact", "memorised_fraction"] == 0 and gmm.loc["empirical", "memorised_fraction"] == 1
     assert gmm.loc["exact", "t_C_entropy_lo"] < gmm.loc["exact", "t_C_entropy"] < gmm.loc["exact", "t_C_entropy_hi"]

@@ -10,7 +10,7 @@ bit-identical only for the same count, which every table's metadata records as
 ``threads``).
 
 Idle OpenMP threads keep libgomp's default wait (a short spin): making them sleep
-(``OMP_WAIT_POLICY=PASSIVE``) cost 36 % of the default U-Net's training speed alone and
+(``OMP_WAIT_POLICY=PASSIVE``) cost 38 % of the default U-Net's training speed alone and
 did not rescue it under load (``benchmarks/bench_threads.py``, table in the README). An
 ``OMP_WAIT_POLICY`` set in the environment is left as it is.
 

@@ -80,7 +80,7 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
     unit, xlabel = _time_unit(t_S)
     tables = {score: read_table(p, stage="cloning") for score, p in cloning.items()}
     theory, th_meta = read_table(theory, stage="theory")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     if theory["phi"].notna().any():
         ax.plot(theory["t"] / unit, theory["phi"], "k-", lw=1.2, label=f"theory ({th_meta['model']})")
     for (ref, text), color in zip(REFERENCES.items(), ("tab:olive", "tab:cyan")):
@@ -132,7 +132,8 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
     ax.set_xlabel(xlabel)
     ax.set_ylabel(r"$\phi(t)$: clones in the same class" + (r"; $\phi_U$: class kept" if uturn else ""))
     ax.set_title(f"{exp}: speciation, Λ = {spec['Lambda']:.4g}, $t_S$ = {t_S:.3g}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the points
+    fig.tight_layout()
     _save(fig, path)
 
 
