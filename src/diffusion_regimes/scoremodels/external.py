@@ -147,6 +147,10 @@ def check_scheduler_config(sched: dict, where: str | os.PathLike) -> None:
     prediction = sched.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
         raise bad("prediction_type", f"{prediction!r} is not one of {tuple(PREDICTIONS)}")
+    try:  # the schedule itself: beta schedules only, OU times increasing
+        DiscreteTime(scheduler_alpha_bar(sched))
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from None
 
 
 def check_unet_config(config: dict, where: str | os.PathLike) -> None:
@@ -195,12 +199,7 @@ def read_diffusers_configs(path: str | os.PathLike) -> tuple[Path, dict, dict]:
 def diffusers_time_range(path: str | os.PathLike) -> tuple[float, float]:
     """OU times (t of the first step, t of the last) of a diffusers folder's scheduler, its
     configs checked first. Imports no torch."""
-    _, sched_file = diffusers_folders(Path(path))
-    sched = read_diffusers_configs(path)[2]
-    try:
-        clock = DiscreteTime(scheduler_alpha_bar(sched))
-    except InputError as err:
-        raise InputError(f"{sched_file}: {err}") from None
+    clock = DiscreteTime(scheduler_alpha_bar(read_diffusers_configs(path)[2]))
     return float(clock.times[0]), clock.t_max
 
 
