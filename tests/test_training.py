@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,53 @@ def test_compiled_training_runs_and_matches_eager(tmp_path, gen, monkeypatch):
     assert list(log_c["step"]) == [1, 2, 3]
     for a, b in zip(compiled.state_dict().values(), eager.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddpm_continuous", "uniform", "log_snr"])
+def test_training_time_distributions(kind):
+    from diffusion_regimes.schedule import ddpm_times, training_times
+
+    times = ddpm_times()
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = training_times(kind, u)
+    assert t.dtype == torch.float32 and t.shape == u.shape
+    assert torch.equal(t, torch.as_tensor(training_times(kind, u.numpy())))  # numpy and torch agree
+    assert t.min() >= times[0] * (1 - 1e-6) and t.max() <= times[-1] * (1 + 1e-6)
+    above = (t > 2.77).double().mean().item()  # the mixture's t_S at d = 256
+    expected = {"ddpm": (times > 2.77).mean(), "ddpm_continuous": (times > 2.77).mean(),
+                "uniform": (times[-1] - 2.77) / (times[-1] - times[0]),
+                "log_snr": (np.log(np.expm1(2 * times[-1])) - np.log(np.expm1(5.54)))
+                / (np.log(np.expm1(2 * times[-1])) - np.log(np.expm1(2 * times[0])))}[kind]
+    assert above == pytest.approx(expected, abs=0.005)  # 200 000 draws: s.e. about 0.001
+    on_grid = np.isin(t.numpy(), times.astype(np.float32)).mean()
+    assert on_grid == 1.0 if kind == "ddpm" else on_grid < 0.01
+
+
+def test_training_with_continuous_times(tmp_path, gen, monkeypatch):
+    """The continuous-time path: the loss sees times off the DDPM grid, a killed run resumes to
+    the same weights, and a state of the discrete recipe is not resumed by it."""
+    from diffusion_regimes.schedule import ddpm_times
+
+    seen = []
+    real_loss = EpsilonModel.loss
+
+    def spy(self, a, t, eps, *args, **kwargs):
+        seen.append(t.detach().clone())
+        return real_loss(self, a, t, eps, *args, **kwargs)
+
+    monkeypatch.setattr(EpsilonModel, "loss", spy)
+    x = torch.randn(20, 64, generator=gen)
+    straight, _ = train(x, tmp_path / "a.pt", times="uniform")
+    t = torch.cat(seen).numpy()
+    assert len(t) == TRAIN["steps"] * TRAIN["batch_size"]
+    assert not np.isin(t, ddpm_times().astype(np.float32)).any()
+    discrete, _ = train(x, tmp_path / "d.pt")
+    assert not _same_weights(straight, discrete)
+    resumed, _, info = train_network(x, "unet", MODEL, (1, 8, 8), {**TRAIN, "steps": 4, "times": "uniform"}, 7,
+                                     tmp_path / "b.pt", progress=False)
+    resumed, _, info = train_network(x, "unet", MODEL, (1, 8, 8), {**TRAIN, "times": "uniform"}, 7,
+                                     tmp_path / "b.pt", progress=False)
+    assert info["resumed_from"] == 4 and _same_weights(straight, resumed)
+    _, _, info = train_network(x, "unet", MODEL, (1, 8, 8), {**TRAIN, "times": "log_snr"}, 7, tmp_path / "d.pt",
+                               progress=False)
+    assert info["resumed_from"] == 0  # the ddpm state d.pt (step 8) was made with other times

@@ -84,6 +84,56 @@ def ddpm_times(steps: int = DDPM_STEPS, beta_min: float = DDPM_BETA_MIN,
     return ou_time(ddpm_alpha_bar(steps, beta_min, beta_max))
 
 
+#: the distributions of training times (``train.times``): see :func:`training_times`
+TRAINING_TIMES = ("ddpm", "ddpm_continuous", "uniform", "log_snr")
+
+
+def training_times(kind: str, u):
+    """OU training times from uniform draws ``u`` in [0, 1) (a float tensor or array, any shape).
+
+    Every kind spans the DDPM range ``[t_1, t_1000]`` (5.0e-5 ... 5.06), so a network trained
+    with any of them covers the sampler grids of the DDPM-trained ones:
+
+    - ``ddpm``: the discrete times ``t_k``, k uniform in 1..1000 (the DDPM recipe; 22.6 % of
+      draws above t = 2.77);
+    - ``ddpm_continuous``: the same density, continuous: k uniform in [1, 1000], t linear in k
+      between the discrete times;
+    - ``uniform``: uniform in OU time (45 % of draws above t = 2.77);
+    - ``log_snr``: uniform in ``log(e^{2t} - 1)`` (the log noise-to-signal ratio of
+      :func:`time_grid`).
+    Returns float32 OU times of ``u``'s shape and type (torch in, torch out).
+    """
+    times = ddpm_times()
+    t_lo, t_hi = float(times[0]), float(times[-1])
+    is_torch = not isinstance(u, np.ndarray)
+    v = u.double() if is_torch else np.asarray(u, dtype=np.float64)
+    if kind == "ddpm":
+        k = (v * len(times)).floor().clamp(max=len(times) - 1) if is_torch else np.minimum(
+            np.floor(v * len(times)), len(times) - 1)
+        out = (_as_like(times, v)[k.long()] if is_torch else times[k.astype(np.int64)])
+    elif kind == "ddpm_continuous":
+        pos = v * (len(times) - 1)
+        lo = pos.floor().clamp(max=len(times) - 2) if is_torch else np.minimum(np.floor(pos), len(times) - 2)
+        tab = _as_like(times, v) if is_torch else times
+        i = lo.long() if is_torch else lo.astype(np.int64)
+        out = tab[i] + (pos - lo) * (tab[i + 1] - tab[i])
+    elif kind == "uniform":
+        out = t_lo + v * (t_hi - t_lo)
+    elif kind == "log_snr":
+        lam_lo, lam_hi = math.log(math.expm1(2 * t_lo)), math.log(math.expm1(2 * t_hi))
+        lam = lam_lo + v * (lam_hi - lam_lo)
+        out = 0.5 * (lam.exp().log1p() if is_torch else np.log1p(np.exp(lam)))
+    else:
+        raise ValueError(f"unknown training-time distribution {kind!r}: use one of {', '.join(TRAINING_TIMES)}")
+    return out.float() if is_torch else out.astype(np.float32)
+
+
+def _as_like(values: np.ndarray, like):
+    import torch
+
+    return torch.as_tensor(values, dtype=torch.float64, device=like.device)
+
+
 def gather(values, step):
     """Per-sample schedule values ``values[step - 1]`` (DDPM steps are 1-based).
 

@@ -1,7 +1,8 @@
 """Training of noise-predicting networks (denoising score matching).
 
-DDPM training in OU time: a DDPM step k uniform in 1..1000, OU time
-``t_k = -1/2 log abar_k``, and the loss of the network wrapper
+DDPM training in OU time: training times drawn from ``train.times``
+(:func:`diffusion_regimes.schedule.training_times`; by default the DDPM recipe, a step k
+uniform in 1..1000 at OU time ``t_k = -1/2 log abar_k``; or continuous times), and the loss of the network wrapper
 (:meth:`diffusion_regimes.networks.EpsilonModel.loss`: ``|eps_theta(x_t, t) - eps|^2``,
 mean over coordinates). Adam; the learning rate is multiplied by ``lr_decay`` every
 ``lr_decay_epochs`` epochs (the paper: 0.98 every 50 epochs). Optional exponential
@@ -50,7 +51,7 @@ from .errors import InputError
 from .io import load_checkpoint, save_checkpoint
 from .models import check_network_fits
 from .networks import EpsilonModel, build_model
-from .schedule import ddpm_times
+from .schedule import ddpm_times, training_times
 from .seeding import Stream, generator, global_torch_seed
 
 log_ = logging.getLogger("diffusion_regimes")
@@ -73,7 +74,8 @@ def _fingerprint(x: torch.Tensor, model: EpsilonModel, arch: str, model_cfg: dic
                        "shape": list(model.shape), "n": int(x.shape[0]),
                        "data": hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest(),
                        "precision": precision,
-                       "train": {k: v for k, v in train_cfg.items() if k not in _NOT_FINGERPRINTED}},
+                       "train": {k: v for k, v in train_cfg.items() if k not in _NOT_FINGERPRINTED
+                                 and not (k == "times" and v == "ddpm")}},  # states made before the key
                       sort_keys=True)
 
 
@@ -139,6 +141,7 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
     ema_decay = train_cfg.get("ema")
     g = generator(seed)  # data stream, on the CPU on every device
     times = torch.as_tensor(ddpm_times(), dtype=torch.float32)
+    time_kind = train_cfg.get("times", "ddpm")
     fingerprint = _fingerprint(x, model, arch, model_cfg, result_cfg, seed, precision)
     state = _resume_state(state_path, fingerprint, train_cfg["steps"], start)
     step, log = 0, []
@@ -202,7 +205,10 @@ def _train(model: EpsilonModel, x: torch.Tensor, arch: str, model_cfg: dict, tra
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, n, (batch,), generator=g)
-        t = times[torch.randint(0, len(times), (batch,), generator=g)]
+        if time_kind == "ddpm":  # the stream of the runs made before train.times
+            t = times[torch.randint(0, len(times), (batch,), generator=g)]
+        else:
+            t = training_times(time_kind, torch.rand(batch, generator=g, dtype=torch.float64))
         eps = torch.randn(batch, x.shape[1], generator=g)
         a = xd[idx.to(xd.device)].to(dev, non_blocking=True)
         t, eps = t.to(dev, non_blocking=True), eps.to(dev, non_blocking=True)
