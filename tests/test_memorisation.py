@@ -79,6 +79,64 @@ def test_power_law_fit_recovers_gamma_with_its_interval():
     assert partial["replicates_unfit"] == 1 and partial["gamma_lo"] == pytest.approx(1.0)
 
 
+def test_power_law_interval_holds_the_scatter_between_runs():
+    """Four independent runs per n whose tau scatter by 30 % between runs while each run's own
+    bootstrap is tight (2 %): the two-level interval covers the true gamma in most simulated
+    studies, where an interval from each run's trajectory bootstrap alone would rarely."""
+    n = np.repeat([32.0, 64.0, 128.0, 256.0, 512.0], 4)
+    rng = np.random.Generator(np.random.PCG64(5))
+    covered, widths = 0, []
+    for study in range(200):
+        tau = 20.0 * n * np.exp(0.3 * rng.standard_normal(len(n)))  # the runs' own tau
+        reps = [t * np.exp(0.02 * rng.standard_normal(400)) for t in tau]
+        fit = fit_power_law(n, tau, reps, seed=study)
+        covered += fit["gamma_lo"] <= 1.0 <= fit["gamma_hi"]
+        widths.append(fit["gamma_hi"] - fit["gamma_lo"])
+    assert fit["fit_points"] == 20 and fit["fit_n"] == 5 and fit["runs_per_n"] == 4
+    assert covered / 200 >= 0.8, covered
+    # the slope's sampling s.d. with this scatter: 0.3 / sqrt(sum (x - mean x)^2) = 0.068 (a 95 %
+    # width of 0.27; resampling 4 runs shrinks it by about sqrt(3/4)); each run's own bootstrap
+    # alone would give a width of about 0.005
+    assert np.median(widths) > 0.6 * 2 * 1.96 * 0.068
+
+
+def test_replicates_expand_into_independent_runs_of_one_group():
+    from diffusion_regimes.config import expand_grids
+
+    memo = {"enabled": True, "replicates": 3}
+    out = expand_grids({"m": {"dataset": {"source": "gaussian_mixture", "n": [8, 16]}, "memorisation": memo},
+                        "one": {"dataset": {"source": "gaussian_mixture", "n": 8}, "memorisation": memo},
+                        "off": {"dataset": {"source": "gaussian_mixture", "n": 8},
+                                "memorisation": {"enabled": False, "replicates": 3}}})
+    assert list(out) == ["m_n8_r0", "m_n8_r1", "m_n8_r2", "m_n16_r0", "m_n16_r1", "m_n16_r2",
+                         "one_r0", "one_r1", "one_r2", "off"]
+    assert {out[k]["group"] for k in out if k.startswith("m_")} == {"m"} and out["one_r1"]["group"] == "one"
+    assert out["m_n16_r2"]["dataset"]["n"] == 16 and "group" not in out["off"]
+
+
+def test_group_table_with_runs_per_n():
+    import pandas as pd
+
+    from diffusion_regimes.memorisation import group
+
+    def member(n, tau):
+        curve = pd.DataFrame({"step": [10, 100], "memorised_fraction": [0.0, 0.5], "memorised_fraction_se": [0, 0.05],
+                              "t_C_memorised": [np.nan, 0.1], "t_C_memorised_se": [np.nan, 0.01],
+                              "t_C_null": [0.05, 0.05]})
+        meta = {"n": n, "tau_mem": tau, "tau_mem_replicates": [tau * 1.01, tau * 0.99] * 10, "tau_gen": 10.0,
+                "tau_mem_censored": "none", "tau_gen_loss": 10.0}
+        return curve, meta, {"t_C": 0.1}, {}
+
+    table, results = group({"g_n8_r0": member(8, 40.0), "g_n8_r1": member(8, 90.0),
+                            "g_n16_r0": member(16, 160.0), "g_n16_r1": member(16, 200.0)})
+    assert list(table["n"]) == [8, 8, 16, 16]
+    runs = {r["n"]: r for r in results["runs"]}
+    assert runs[8]["runs"] == 2 and runs[8]["tau_mem_geometric_mean"] == pytest.approx(60.0)
+    assert runs[8]["log_tau_mem_sd_between_runs"] == pytest.approx(np.log(90 / 40) / np.sqrt(2))
+    assert results["gamma"] == pytest.approx(np.log(np.sqrt(160 * 200) / 60.0) / np.log(2))
+    assert results["gamma_lo"] < results["gamma"] < results["gamma_hi"]
+
+
 def test_tau_gen_is_the_start_of_the_quality_plateau():
     steps = [10, 30, 100, 300, 1000, 3000]
     quality = [5.0, 1.0, 0.11, 0.10, 0.105, 0.3]
@@ -176,6 +234,19 @@ experiments:
     memorisation: {enabled: true, first_step: 10, per_decade: 2, n_samples: 40, n_show: 4, loss_points: 64,
                    quality_blocks: 4, n_bootstrap: 50, threshold: 0.05}
 """
+
+
+def test_replicate_runs_are_wired_into_one_group(tmp_path):
+    """memorisation.replicates: 2 makes two independent chains per n (dry run) gathered by one
+    group job."""
+    from workflow_api import snakemake
+
+    config = tmp_path / "memo.yaml"
+    config.write_text(MEMO_CONFIG.replace("STEPS", "40").replace("threshold: 0.05}", "threshold: 0.05, replicates: 2}"))
+    planned = snakemake(tmp_path, dry=True, configfile=config)
+    assert {f"results/memo_n{n}_r{r}/models/mlp_snapshots/step40.pt" for n in (8, 16) for r in (0, 1)} <= planned
+    assert "results/groups/memo/memorisation.parquet" in planned
+    assert not any(p.startswith("results/memo_n8/") for p in planned)
 
 
 @pytest.mark.slow

@@ -246,25 +246,32 @@ def _grid_value(value) -> str:
 def expand_grids(experiments: dict) -> dict:
     """Experiments whose dataset has a list for ``d``, ``n`` or ``beta`` become one
     experiment per combination, named ``{name}_d256``, ``{name}_d64_beta1p5``, ...
-    (``.`` written ``p``), with ``group: name``; the others are unchanged."""
+    (``.`` written ``p``), with ``group: name``; a memorisation study with
+    ``memorisation.replicates`` R > 1 makes R experiments of each, ``{...}_r0`` ... ``_r{R-1}``
+    (the name draws the data and seeds the training, so each is an independent run), in the
+    same group; the others are unchanged."""
     out = {}
     for name, exp in experiments.items():
         data = exp["dataset"]
         lists = [k for k in GRID_KEYS if isinstance(data.get(k), list)]
-        if not lists:
+        memo = exp.get("memorisation") or {}
+        replicates = int(memo.get("replicates") or 1) if memo.get("enabled") else 1
+        if not lists and replicates == 1:
             out[name] = exp
             continue
         combos = [{}]
         for k in lists:
             combos = [{**c, k: v} for c in combos for v in data[k]]
         for combo in combos:
-            member = copy.deepcopy(exp)
-            member["dataset"].update(combo)
-            member["group"] = exp.get("group") or name
-            sub = name + "".join(f"_{k}{_grid_value(v)}" for k, v in combo.items())
-            if sub in experiments or sub in out:
-                raise _fail(f"experiments.{name}", f"its grid makes {sub!r}, which is already an experiment")
-            out[sub] = member
+            base = name + "".join(f"_{k}{_grid_value(v)}" for k, v in combo.items())
+            for r in range(replicates):
+                member = copy.deepcopy(exp)
+                member["dataset"].update(combo)
+                member["group"] = exp.get("group") or name
+                sub = base if replicates == 1 else f"{base}_r{r}"
+                if sub in experiments or sub in out:
+                    raise _fail(f"experiments.{name}", f"its grid makes {sub!r}, which is already an experiment")
+                out[sub] = member
     return out
 
 

@@ -35,7 +35,9 @@ Conventions (all stated in the files' metadata):
   coordinate at fixed OU times, on training and on held-out points, the same noise at
   every snapshot (common random numbers), mean and s.e. over points.
 - ``gamma`` (:func:`fit_power_law`): the least-squares slope of log tau_mem against log n
-  (uncensored points), its 95 % interval from refitting on the bootstrap replicates.
+  (uncensored points; with ``replicates`` independent runs per n, all of them), its 95 %
+  interval from a two-level bootstrap: runs resampled within each n, each with its own
+  trajectory-bootstrap replicate, so the interval holds the scatter between runs.
 """
 
 from __future__ import annotations
@@ -196,31 +198,45 @@ def tau_gen(steps: Sequence[int], quality: Sequence[float], quality_se: Sequence
 
 
 def fit_power_law(n: Sequence[float], tau: Sequence[float], replicates: Sequence[np.ndarray] | None = None,
-                  use: Sequence[bool] | None = None) -> dict:
+                  use: Sequence[bool] | None = None, seed: int = 0) -> dict:
     """Least-squares fit of ``log tau = log A + gamma log n`` over the finite ``tau`` that
     ``use`` admits (default all; leave out left-censored points, whose tau is only an upper
-    bound), at least two distinct n: ``gamma``, ``A``, and with ``replicates`` (per n, the
-    bootstrap replicates of tau, NaN or inf where they never passed) the 95 % percentile
-    interval of gamma refitted on the replicates in which every fitted n passed; the number
-    of the others is ``replicates_unfit`` (when it exceeds 2.5 % the interval is optimistic:
-    a larger n that sometimes never passes would pull gamma up)."""
+    bound), at least two distinct n. ``n`` may repeat: independent runs (replicates) at one n.
+
+    With ``replicates`` (per point, the bootstrap replicates of its tau over generated
+    trajectories, NaN or inf where they never passed), gamma's 95 % percentile interval comes
+    from a two-level bootstrap: in replicate b, the runs at each n are resampled with
+    replacement and each drawn run contributes its own bootstrap replicate b, so the interval
+    holds the scatter between runs and the sampling noise of each (with one run per n it is
+    the refit on the trajectory bootstrap alone). Replicates in which a drawn run never passed
+    are left out and counted in ``replicates_unfit`` (when it exceeds 2.5 % the interval is
+    optimistic: a larger n that sometimes never passes would pull gamma up). Returns
+    ``gamma``, ``prefactor`` A, ``gamma_lo``, ``gamma_hi``, ``fit_points``, ``fit_n`` (distinct
+    n fitted), ``runs_per_n`` (the most runs at one n) and ``replicates_unfit``."""
     n_a, tau_a = np.asarray(n, dtype=np.float64), np.asarray(tau, dtype=np.float64)
     out = {"gamma": float("nan"), "prefactor": float("nan"), "gamma_lo": float("nan"), "gamma_hi": float("nan"),
-           "fit_points": 0, "replicates_unfit": 0}
+           "fit_points": 0, "fit_n": 0, "runs_per_n": 0, "replicates_unfit": 0}
     ok = np.isfinite(tau_a) & (tau_a > 0)
     if use is not None:
         ok &= np.asarray(use, dtype=bool)
-    if len(np.unique(n_a[ok])) < 2:
+    distinct, counts = np.unique(n_a[ok], return_counts=True)
+    if len(distinct) < 2:
         return out
     x = np.log(n_a[ok])
     slope, icpt = np.polyfit(x, np.log(tau_a[ok]), 1)
-    out.update(gamma=float(slope), prefactor=float(math.exp(icpt)), fit_points=int(ok.sum()))
+    out.update(gamma=float(slope), prefactor=float(math.exp(icpt)), fit_points=int(ok.sum()),
+               fit_n=len(distinct), runs_per_n=int(counts.max()))
     if replicates is not None and len(replicates):
-        reps = np.stack([np.asarray(r, dtype=np.float64) for r in replicates], axis=1)[:, ok]  # (B, fitted n)
-        complete = (np.isfinite(reps) & (reps > 0)).all(1)
+        reps = np.stack([np.asarray(r, dtype=np.float64) for r in replicates], axis=1)[:, ok]  # (B, fitted points)
+        rng = numpy_generator(seed)
+        # runs drawn within each n (their count kept, so the n values and xc are the same in every replicate)
+        draw = np.concatenate([rng.choice(np.flatnonzero(n_a[ok] == v), size=(len(reps), c))
+                               for v, c in zip(distinct, counts)], axis=1)  # (B, fitted points)
+        xc = x[draw[0]] - x.mean()
+        chosen = np.take_along_axis(reps, draw, axis=1)
+        complete = (np.isfinite(chosen) & (chosen > 0)).all(1)
         if complete.any():
-            xc = x - x.mean()
-            slopes = (np.log(reps[complete]) @ xc) / (xc @ xc)
+            slopes = (np.log(chosen[complete]) @ xc) / (xc @ xc)
             lo, hi = percentile_interval(slopes)
             out.update(gamma_lo=float(lo), gamma_hi=float(hi))
         out["replicates_unfit"] = int((~complete).sum())
@@ -357,8 +373,9 @@ def group(members: dict[str, tuple[object, dict, dict, dict]]) -> tuple[object, 
     tau_mem_hi, tau_gen`` (training steps), ``tau_gen_loss``, and at the last snapshot the
     memorised fraction and the collapse time of memorised trajectories beside the entropy's
     t_C (and its band) and the mixture's closed forms, and ``tau_mem_censored`` (``left``: the
-    first snapshot already passes; ``right``: none does), sorted by n; and the fit
-    tau_mem = A n^gamma with gamma's bootstrap interval (the results)."""
+    first snapshot already passes; ``right``: none does), sorted by n (several rows per n
+    with ``memorisation.replicates``); and the fit tau_mem = A n^gamma with gamma's bootstrap
+    interval and the scatter between runs per n (``runs``, :func:`runs_per_n`) (the results)."""
     import pandas as pd
 
     rows, reps = [], []
@@ -381,10 +398,27 @@ def group(members: dict[str, tuple[object, dict, dict, dict]]) -> tuple[object, 
     table = pd.DataFrame(rows).astype(dict.fromkeys(_GROUP_FLOATS, "float64"))
     order = np.argsort(table["n"].to_numpy(), kind="stable")
     table = table.iloc[order].reset_index(drop=True)
-    fit = fit_power_law(table["n"], table["tau_mem"], [reps[i] for i in order],
-                        use=table["tau_mem_censored"].to_numpy() != "left")
-    results = {**fit, "members": list(table["experiment"]),
-               "fit": "least squares of log tau_mem on log n, left-censored points (the first snapshot already "
-                      "past the threshold) left out; 95 % interval: percentiles of the slope refitted on the "
-                      "bootstrap replicates in which every fitted n passes"}
+    use = table["tau_mem_censored"].to_numpy() != "left"
+    fit = fit_power_law(table["n"], table["tau_mem"], [reps[i] for i in order], use=use)
+    results = {**fit, "members": list(table["experiment"]), "runs": runs_per_n(table, use),
+               "fit": "least squares of log tau_mem on log n over every run, left-censored points (the first "
+                      "snapshot already past the threshold) left out; 95 % interval: percentiles of the slope "
+                      "refitted on a two-level bootstrap (runs resampled within each n, each with its own "
+                      "trajectory-bootstrap replicate) in the replicates where every drawn run passes"}
     return table, results
+
+
+def runs_per_n(table, use: np.ndarray) -> list[dict]:
+    """Per n of a group table (rows: runs): the number of runs, of uncensored finite tau_mem,
+    their geometric mean and the standard deviation of log tau_mem between runs (NaN with
+    fewer than two): the scatter between independent runs that one run's interval omits."""
+    out = []
+    tau = table["tau_mem"].to_numpy(dtype=np.float64)
+    for n in np.unique(table["n"].to_numpy()):
+        at = table["n"].to_numpy() == n
+        good = at & use & np.isfinite(tau) & (tau > 0)
+        logs = np.log(tau[good])
+        out.append({"n": int(n), "runs": int(at.sum()), "runs_fitted": int(good.sum()),
+                    "tau_mem_geometric_mean": float(np.exp(logs.mean())) if len(logs) else float("nan"),
+                    "log_tau_mem_sd_between_runs": float(logs.std(ddof=1)) if len(logs) > 1 else float("nan")})
+    return out
