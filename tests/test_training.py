@@ -217,3 +217,23 @@ def test_training_with_continuous_times(tmp_path, gen, monkeypatch):
     _, _, info = train_network(x, "unet", MODEL, (1, 8, 8), {**TRAIN, "times": "log_snr"}, 7, tmp_path / "d.pt",
                                progress=False)
     assert info["resumed_from"] == 0  # the ddpm state d.pt (step 8) was made with other times
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, caplog, monkeypatch):
+    from diffusion_regimes import device
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert device.cpu_has_native_bf16(str(info)) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert device.cpu_has_native_bf16(str(info)) is True
+    assert device.cpu_has_native_bf16(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="diffusion_regimes"):
+        assert device.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # kept: part of the result
+        assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert len(caplog.records) == 1 and "set train.precision" in caplog.records[0].getMessage()
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    caplog.clear()
+    device.resolve_precision("bf16", torch.device("cpu"))
+    assert not caplog.records

@@ -29,7 +29,7 @@ import os
 import torch
 from torch import nn
 
-from .device import autocast, resolve_channels_last, resolve_device, to_layout
+from .device import autocast, resolve_channels_last, resolve_device, resolve_precision, to_layout
 from .errors import InputError
 from .io import load_checkpoint, save_checkpoint
 from .models import build_network
@@ -166,7 +166,7 @@ class NetworkScore(BatchedNetworkScore):
 
     def __init__(self, model: EpsilonModel, batch_size: int = 512, device: str = "cpu", precision: str = "fp32"):
         super().__init__(batch_size, device)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)  # warns of bf16 emulated on a CPU
         self.channels_last = resolve_channels_last(None, self.device)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=fmt).eval()
