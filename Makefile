@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_solvable.py
 	$(BIN)/python benchmarks/bench_workflow.py
 	$(BIN)/python benchmarks/bench_threads.py --seconds 8
+	$(BIN)/python benchmarks/bench_training_times.py
 
 report: $(STAMP)
 	$(BIN)/diffusion-regimes run --configfile $(CONFIG) --report report.html
