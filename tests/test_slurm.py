@@ -51,6 +51,9 @@ def _local_profile(tmp: Path) -> Path:
 
 def test_tiny_config_runs_through_slurm(slurm, tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
+    # the mixture (sharded) and the digits (the GPU stages); the Curie-Weiss grid's jobs would only
+    # add more of the same kinds (groups are tested on the workstation run)
+    del cfg["experiments"]["cw"]
     cfg["experiments"]["gmm"]["cloning"].update(shards=2, pair_batch=32)  # 64 pairs: two blocks, one per shard
     cfg["experiments"]["gmm"]["collapse"].update(shards=2, pair_batch=8)  # 16 trajectories and pairs: two blocks
     cfg["experiments"]["gmm"]["entropy"]["shards"] = 2
@@ -66,7 +69,7 @@ def test_tiny_config_runs_through_slurm(slurm, tmp_path):
     assert proc.returncode == 0, out[-3000:]
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", out)
     print(f"\nSLURM run: {len(submitted)} sbatch jobs in {wall:.0f} s")
-    assert len(submitted) >= 40
+    assert len(submitted) >= 30  # 43 jobs, a few of them local rules
     # every job left a SLURM log in the plugin's log folder, the GPU stages asked for a GPU
     logs = {p.parent.parent.name for p in (work / ".snakemake/slurm_logs").glob("rule_*/*/*.log")}
     assert {"rule_train", "rule_classifier", "rule_cloning_shard", "rule_entropy_shard"} <= logs
@@ -78,8 +81,8 @@ def test_tiny_config_runs_through_slurm(slurm, tmp_path):
     assert sorted(p.name for p in (r / "gmm/exact/shards").glob("cloning_*.parquet")) == [
         "cloning_0.parquet", "cloning_1.parquet"]
     summary, _ = read_table(r / "summary.parquet")
-    assert len(summary) == 6 and summary["t_S_measured"][summary["experiment"] == "gmm"].notna().all()
-    for fig in ["gmm/phi.png", "digits/samples.png", "groups/cw/speciation.png"]:
+    assert len(summary) == 4 and summary["t_S_measured"][summary["experiment"] == "gmm"].notna().all()
+    for fig in ["gmm/phi.png", "digits/samples.png"]:
         assert (r / "figures" / fig).stat().st_size > 10_000
     # the same tables as a workstation run of the same config
     local = tmp_path / "local"

@@ -203,8 +203,8 @@ def gaussian_variance_error(sampler: Sampler, var: float) -> float:
     states = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
     nfe = sampler.nfe
     for i in range(sampler.steps):
-        g = torch.Generator().manual_seed(i)
-        z = torch.randn(states.shape, generator=torch.Generator().manual_seed(i)).double()  # the step's draw
+        g = generator(i)  # any draw: the same seed gives the step's own z
+        z = torch.randn(states.shape, generator=generator(i)).double()
         out = sampler.step(score, states, i, g)
         b = float(out[0, 0] / z[0, 0])
         a = float(out[1, 0] - b * z[1, 0])
