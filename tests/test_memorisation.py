@@ -249,6 +249,9 @@ def test_replicate_runs_are_wired_into_one_group(tmp_path):
     assert not any(p.startswith("results/memo_n8/") for p in planned)
 
 
+GROUP_TABLE = "results/groups/memo/memorisation.parquet"  # the study alone: not the exact score's measurements
+
+
 @pytest.mark.slow
 def test_snapshot_jobs_run_gather_and_a_longer_run_reuses_them(tmp_path):
     from workflow_api import snakemake
@@ -257,7 +260,7 @@ def test_snapshot_jobs_run_gather_and_a_longer_run_reuses_them(tmp_path):
 
     config = tmp_path / "memo.yaml"
     config.write_text(MEMO_CONFIG.replace("STEPS", "40"))
-    made = snakemake(tmp_path, configfile=config)
+    made = snakemake(tmp_path, configfile=config, targets=[GROUP_TABLE])
     r = tmp_path / "results"
     snaps = {f"results/memo_n{n}/models/mlp_snapshots/step{s}.pt" for n in (8, 16) for s in (10, 32, 40)}
     assert snaps <= made
@@ -283,7 +286,7 @@ def test_snapshot_jobs_run_gather_and_a_longer_run_reuses_them(tmp_path):
     assert len(read_table(r / "memo_n8/models/mlp_log.parquet")[0]) == 40
     before = {s: (tmp_path / s).stat().st_mtime_ns for s in snaps}
     config.write_text(MEMO_CONFIG.replace("STEPS", "100"))  # train longer: steps 10, 32, 100
-    made = snakemake(tmp_path, configfile=config)
+    made = snakemake(tmp_path, configfile=config, targets=[GROUP_TABLE])
     new = {p for p in made if "/mlp_snapshots/" in p or "/memorisation/step" in p}
     assert new == {f"results/memo_n{n}/{kind}" for n in (8, 16)
                    for kind in ("models/mlp_snapshots/step100.pt", "mlp/memorisation/step100.parquet")}
