@@ -19,6 +19,7 @@ module does not import torch (the configuration layer imports it).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -103,35 +104,36 @@ def training_times(kind: str, u):
       :func:`time_grid`).
     Returns float32 OU times of ``u``'s shape and type (torch in, torch out).
     """
-    times = ddpm_times()
+    times = _ddpm_table()
     t_lo, t_hi = float(times[0]), float(times[-1])
-    is_torch = not isinstance(u, np.ndarray)
-    v = u.double() if is_torch else np.asarray(u, dtype=np.float64)
+    v = np.asarray(u.detach().cpu().numpy() if hasattr(u, "detach") else u, dtype=np.float64)
     if kind == "ddpm":
-        k = (v * len(times)).floor().clamp(max=len(times) - 1) if is_torch else np.minimum(
-            np.floor(v * len(times)), len(times) - 1)
-        out = (_as_like(times, v)[k.long()] if is_torch else times[k.astype(np.int64)])
+        out = times[np.minimum(np.floor(v * len(times)), len(times) - 1).astype(np.int64)]
     elif kind == "ddpm_continuous":
         pos = v * (len(times) - 1)
-        lo = pos.floor().clamp(max=len(times) - 2) if is_torch else np.minimum(np.floor(pos), len(times) - 2)
-        tab = _as_like(times, v) if is_torch else times
-        i = lo.long() if is_torch else lo.astype(np.int64)
-        out = tab[i] + (pos - lo) * (tab[i + 1] - tab[i])
+        i = np.minimum(np.floor(pos), len(times) - 2).astype(np.int64)
+        out = times[i] + (pos - i) * (times[i + 1] - times[i])
     elif kind == "uniform":
         out = t_lo + v * (t_hi - t_lo)
     elif kind == "log_snr":
         lam_lo, lam_hi = math.log(math.expm1(2 * t_lo)), math.log(math.expm1(2 * t_hi))
-        lam = lam_lo + v * (lam_hi - lam_lo)
-        out = 0.5 * (lam.exp().log1p() if is_torch else np.log1p(np.exp(lam)))
+        out = 0.5 * np.log1p(np.exp(lam_lo + v * (lam_hi - lam_lo)))
     else:
         raise ValueError(f"unknown training-time distribution {kind!r}: use one of {', '.join(TRAINING_TIMES)}")
-    return out.float() if is_torch else out.astype(np.float32)
+    out = out.astype(np.float32)
+    if hasattr(u, "detach"):  # torch in, torch out
+        import torch
+
+        return torch.from_numpy(out).to(u.device)
+    return out
 
 
-def _as_like(values: np.ndarray, like):
-    import torch
-
-    return torch.as_tensor(values, dtype=torch.float64, device=like.device)
+@functools.lru_cache(maxsize=1)
+def _ddpm_table() -> np.ndarray:
+    """The default DDPM times, computed once (read at every training step)."""
+    times = ddpm_times()
+    times.flags.writeable = False
+    return times
 
 
 def gather(values, step):
