@@ -6,8 +6,10 @@ its epsilon loss) on the workflow's digits subset, saved with ``save_pretrained`
 
 then ``snakemake --configfile config/external.yaml`` measures it. The subset file is the
 one the workflow writes (``snakemake results/digits/data.parquet``), so that the model is
-trained on exactly the data its memorisation is measured against. Needs ``pip install
-diffusers``. Nothing here is part of the package: it stands for your own training code.
+trained on exactly the data its memorisation is measured against; the images it was
+trained on are recorded in the folder (``training_data.json``), and the measurement warns
+when they overlap the reference set. Needs ``pip install diffusers``. Nothing here is part
+of the package: it stands for your own training code.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from diffusion_regimes.data import load_subset  # noqa: E402
+from diffusion_regimes.scoremodels.external import write_training_data  # noqa: E402
 
 
 def build_unet(size: int, channels: int = 1, width: int = 16):
@@ -72,6 +75,8 @@ def main() -> None:
     shape = meta["shape"]
     side = math.isqrt(x.shape[1] // shape[0])
     loss = train(x.view(-1, shape[0], side, side), args.folder, args.steps, width=args.width)
+    # which images it was trained on: the measurement warns if they overlap its reference set
+    write_training_data(args.folder, args.data)
     print(f"saved to {args.folder}: {args.steps} steps, final loss {loss:.4f}")
 
 

@@ -164,13 +164,21 @@ THROUGH_SNAKEMAKE = {"unknown key", "d list", "OU branch time beyond T", "unimpo
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_bad_config(case, tmp_path):
+def test_bad_config(case, tmp_path, capsys):
     edit, words = CONFIG_CASES[case]
     cfg = _tiny()
     edit(cfg)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    line = assert_one_line(run([CLI, "check-config", str(path)], tmp_path), *words)
+    if case in THROUGH_SNAKEMAKE:  # the command line itself
+        proc = run([CLI, "check-config", str(path)], tmp_path)
+    else:  # the same entry point in this process (a command line costs seconds of imports)
+        from diffusion_regimes.cli import main
+
+        code = main(["check-config", str(path)])
+        out = capsys.readouterr()
+        proc = subprocess.CompletedProcess([CLI, "check-config"], code, out.out, out.err)
+    line = assert_one_line(proc, *words)
     if case in THROUGH_SNAKEMAKE:
         work = tmp_path / "work"
         work.mkdir()
@@ -288,21 +296,25 @@ FILE_CASES = {
                                          "results/digits/unet/shards/collapse_0.parquet",
                                          ["digits/models/unet.pt", "unsafe"],
                                          {"results/digits/unet/shards/collapse_0.parquet",
-                                          "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+                                          "results/digits/unet/shards/collapse_pairs_0.parquet",
+                                          "results/digits/unet/sanity.parquet"}),
     "checkpoint with a torch.save payload": (
         "results/digits/models/unet.pt", lambda p, m: torch.save({"state_dict": Payload(m), "network": {}}, p),
         "results/digits/unet/shards/collapse_0.parquet", ["digits/models/unet.pt", "unsafe"],
-        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet",
+         "results/digits/unet/sanity.parquet"}),
     "malformed network record": (
         "results/digits/models/unet.pt",
         lambda p, m: torch.save({**torch.load(p, weights_only=True), "network": {"arch": "unet", "shape": "abc"}}, p),
         "results/digits/unet/shards/collapse_0.parquet", ["digits/models/unet.pt", "malformed network record"],
-        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet",
+         "results/digits/unet/sanity.parquet"}),
     "weights that are not tensors": (
         "results/digits/models/unet.pt",
         lambda p, m: torch.save({**torch.load(p, weights_only=True), "state_dict": {"w": [1, 2]}}, p),
         "results/digits/unet/shards/collapse_0.parquet", ["digits/models/unet.pt", "state_dict"],
-        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet"}),
+        {"results/digits/unet/shards/collapse_0.parquet", "results/digits/unet/shards/collapse_pairs_0.parquet",
+         "results/digits/unet/sanity.parquet"}),
     "classifier with a malformed config": (
         "results/digits/classifier.pt",
         lambda p, m: torch.save({**torch.load(p, weights_only=True), "config": {"arch": 3}, "shape": [1, "x"]}, p),
@@ -517,7 +529,8 @@ def test_killed_snakemake_lock_and_recovery(tmp_path):
 @pytest.mark.slow
 def test_a_score_that_returns_nan_stops_the_run_before_any_summary(tmp_path):
     """An external score returning NaN ends its job with one line naming the score model and
-    the time; no summary or Table 1 is written with the bad numbers."""
+    the time: the cloning job's (sanity check off), and the sanity check's before any
+    measurement; no summary or Table 1 is written with the bad numbers."""
     (tmp_path / "nan_score.py").write_text(
         "import torch\n"
         "def make(d):\n"
@@ -525,7 +538,7 @@ def test_a_score_that_returns_nan_stops_the_run_before_any_summary(tmp_path):
     cfg = {"seed": 0, "experiments": {"g": {
         "dataset": {"source": "gaussian_mixture", "d": 8, "n": 64}, "scores": ["external"],
         "external": {"kind": "python", "entry": f"{tmp_path}/nan_score.py:make", "options": {"d": 8}},
-        "network_sampler": {"steps": 10, "T": 4.0},
+        "network_sampler": {"steps": 10, "T": 4.0}, "sanity": {"enabled": False},
         "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0], "n_bootstrap": 10},
         "collapse": {"n_trajectories": 8, "n_pairs": 8, "branch_times": [0.2, 0.5], "n_bootstrap": 10},
         "entropy": {"t_min": 0.1, "t_max": 2.0, "n_t": 3, "n_samples": 16}, "theory": {"n_t": 10}}}}
@@ -534,8 +547,11 @@ def test_a_score_that_returns_nan_stops_the_run_before_any_summary(tmp_path):
     work = tmp_path / "work"
     proc = snakemake(work, "results/g/external/shards/cloning_0.parquet", configfile=path)
     assert_one_line(proc, "score model 'external' returned NaN or inf", "OU time", "of 16 states")
-    proc = snakemake(work, configfile=path)  # the whole run: jobs fail, nothing is summarised
+    cfg["experiments"]["g"]["sanity"] = {"enabled": True}
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, configfile=path)  # the whole run: the sanity check stops it, nothing is summarised
     assert proc.returncode != 0 and "score model 'external' returned NaN or inf" in proc.stderr
+    assert "sanity" in proc.stdout + proc.stderr and not (work / "results/g/external/cloning.parquet").exists()
     assert not (work / "results/summary.parquet").exists() and not (work / "results/table1.md").exists()
 
 
@@ -586,7 +602,7 @@ def test_entry_points_that_misbehave_are_one_line_each(tmp_path):
     experiments = {f"e_{entry}": {
         "dataset": {"source": "gaussian_mixture", "d": 8, "n": 64}, "scores": ["external"],
         "external": {"kind": "python", "entry": f"{tmp_path}/entries.py:{entry}", "options": {"d": 8}},
-        "network_sampler": {"steps": 10, "T": 4.0},
+        "network_sampler": {"steps": 10, "T": 4.0}, "sanity": {"enabled": False},  # the sampling path's checks
         "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0], "n_bootstrap": 10}} for entry in ENTRY_CASES}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"seed": 0, "job_time_limit": 0.1, "experiments": experiments}))
     work = tmp_path / "work"

@@ -21,6 +21,9 @@ from diffusion_regimes.theory import gm_phi
 from diffusion_regimes.uturn import u_turn
 
 TIMES = [0.02, 0.3, 1.0, 2.0, 4.0]
+#: training steps of the diffusers model of the pixel-convention test: enough to denoise (its
+#: denoising ratio at 1500 steps: 0.26 on its own scale, 1.12 on the other)
+TRAIN_STEPS = 800
 
 
 def mixture(d: int = 16) -> GaussianMixtureScore:
@@ -319,6 +322,7 @@ def test_a_diffusers_model_measured_through_the_workflow(tmp_path):
     cfg = {"seed": 0, "experiments": {"digits": {
         "dataset": dataset, "scores": ["external"], "external": {"kind": "diffusers", "path": str(model_dir)},
         "network_sampler": {"steps": 20, "T": 5.0},
+        "sanity": {"max_ratio": 1.5},  # a 30-step model reads about 1.07: the conversion's plumbing only
         "cloning": {"n_pairs": 16, "branch_times": [0.5, 1.0, 2.0], "n_bootstrap": 20},
         "collapse": {"n_trajectories": 8, "n_pairs": 8, "branch_times": [0.2, 0.5], "n_bootstrap": 20},
         "uturn": {"enabled": True, "n_points": 16, "branch_times": [0.5, 1.0, 2.0], "n_bootstrap": 20},
@@ -343,3 +347,237 @@ def test_a_diffusers_model_measured_through_the_workflow(tmp_path):
     tiny_diffusers_model(model_dir, np.stack(table.column("x").to_numpy(zero_copy_only=False)), steps=5)
     again = snakemake(work, dry=True, configfile=cfg_file)
     assert "results/digits/external/cloning.parquet" in again and "results/digits/spectrum.parquet" not in again
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_minus_one_to_one_is_measured_on_its_own_scale(tmp_path):
+    """Models trained on the digits in [-1, 1] uncentred (diffusers' usual convention) and in
+    [0, 1] centred. A diffusers UNet2DModel trained on [-1, 1], measured without the option,
+    stops at the sanity check with one line naming the option; with it, it passes. Then the
+    same model trained on either scale (a class-conditional Gaussian fitted to the subset: a
+    small diffusers model at a test's budget generates mostly one class, and cloning needs
+    both) measures on each scale the speciation and U-turn times that the data of that scale
+    predict (phi_G's crossing), and the same memorisation; Lambda is 4 times that of [0, 1]."""
+    from test_bad_input import assert_one_line
+    from test_bad_input import snakemake as snakemake_cli
+
+    from diffusion_regimes.data import load_subset
+    from diffusion_regimes.io import read_table
+
+    base = {"source": "sklearn_digits", "classes": [1, 8], "size": 16, "holdout": 0.5, "split_seed": 0}
+    pm1 = {**base, "pixel_range": [-1, 1], "centre": False}
+    common = {"network_sampler": {"steps": 40, "T": 5.0},
+              "cloning": {"n_pairs": 192, "branch_times": [0.4, 0.7, 1.0, 1.3, 1.6, 2.0], "n_bootstrap": 200},
+              "collapse": {"n_trajectories": 64, "n_pairs": 8, "branch_times": [0.2, 0.5], "n_bootstrap": 100},
+              "uturn": {"enabled": True, "n_points": 178, "branch_times": [0.4, 0.7, 1.0, 1.3, 1.6, 2.0],
+                        "n_bootstrap": 200},
+              "entropy": {"t_min": 0.05, "t_max": 2.0, "n_t": 4, "n_samples": 32}, "theory": {"n_t": 20},
+              "classifier": {"epochs": 40, "min_accuracy": 0.9}}
+
+    def config(name: str, experiments: dict) -> object:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"seed": 0, "experiments": {
+            exp: {**common, "dataset": dataset, "scores": ["external"], "external": external}
+            for exp, (dataset, external) in experiments.items()}}))
+        return path
+
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = {"zero_one": base, "minus_one": pm1}
+    # the subsets to train on, as a user makes them (a config that names no model yet: with the
+    # split seed, the same split as the experiments that measure the models)
+    for exp, dataset in runs.items():
+        cfg = tmp_path / f"subset_{exp}.yaml"
+        cfg.write_text(yaml.safe_dump({"seed": 0, "experiments": {exp: {"dataset": dataset, "scores": ["empirical"]}}}))
+        proc = snakemake_cli(work, f"results/{exp}/data.parquet", configfile=cfg)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    x, _, _ = load_subset(str(work / "results/minus_one/data.parquet"))
+    assert -1.0 <= float(x.min()) < -0.9 and 0.9 < float(x.max()) <= 1.0  # uncentred, on [-1, 1]
+    spec = importlib.util.spec_from_file_location("train_diffusers_digits",
+                                                  ROOT / "examples" / "train_diffusers_digits.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.train(x.view(-1, 1, 16, 16), tmp_path / "mpm1", steps=TRAIN_STEPS, batch_size=32, width=8, progress=False)
+    example.write_training_data(tmp_path / "mpm1", work / "results/minus_one/data.parquet")
+    diffusers = {"kind": "diffusers", "path": str(tmp_path / "mpm1")}
+    # without the option: one line at the sanity check, naming the options to set
+    proc = snakemake_cli(work, "results/wrong/external/sanity.parquet",
+                         configfile=config("wrong", {"wrong": (base, diffusers)}))
+    assert_one_line(proc, "wrong/external: denoising", "set dataset.pixel_range: [-1.0, 1.0] and dataset.centre: false")
+    assert not list(work.glob("results/wrong/external/*.parquet"))
+    # with it: the check passes, with the model's provenance and no overlap with the reference set;
+    # "other" measures it on a split drawn from another name: its training images are in that reference set
+    other = {k: v for k, v in pm1.items() if k != "split_seed"}
+    proc = snakemake_cli(work, "results/right/external/sanity.parquet", "results/other/external/sanity.parquet",
+                         configfile=config("right", {"right": (pm1, diffusers), "other": (other, diffusers)}))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, meta = read_table(work / "results/right/external/sanity.parquet", stage="sanity")
+    assert meta["passed"] and meta["ratio_training"] < 1 and meta["training_reference_overlap"] == 0
+    assert meta["provenance"]["weights_sha256"] and meta["provenance"]["prediction_type"] == "epsilon"
+    _, meta = read_table(work / "results/other/external/sanity.parquet", stage="sanity")
+    assert meta["training_reference_overlap"] > 0
+    log = (work / "logs/other/external/sanity.log").read_text()
+    assert f"{meta['training_reference_overlap']} of the 178 images the model records it was trained on" in log
+    # the same model trained on each scale measures the same regimes
+    (tmp_path / "fitted.py").write_text(textwrap.dedent("""
+        import math
+        import torch
+        from diffusion_regimes.data import load_subset
+
+        class FittedGaussians:
+            # class-conditional Gaussians fitted to a training subset: mean and covariance per class
+            def __init__(self, data):
+                x, labels, _ = load_subset(data)
+                x = x.double()
+                labels = torch.as_tensor(labels)
+                self.means, self.vals, self.vecs, self.logw = [], [], [], []
+                for c in labels.unique():
+                    xc = x[labels == c]
+                    m = xc.mean(0)
+                    vals, vecs = torch.linalg.eigh((xc - m).T @ (xc - m) / len(xc))
+                    self.means.append(m); self.vals.append(vals.clamp_min(0)); self.vecs.append(vecs)
+                    self.logw.append(math.log(len(xc) / len(x)))
+
+            def __call__(self, x, t):
+                xd, e, dt = x.double(), math.exp(-t), -math.expm1(-2 * t)
+                logits, grads = [], []
+                for m, vals, vecs, logw in zip(self.means, self.vals, self.vecs, self.logw):
+                    g = vals * e * e + dt
+                    y = (xd - m * e) @ vecs
+                    logits.append(logw - 0.5 * torch.log(g).sum() - 0.5 * (y * y / g).sum(1))
+                    grads.append(-(y / g) @ vecs.T)
+                w = torch.softmax(torch.stack(logits, 1), 1)
+                return (w[:, :, None] * torch.stack(grads, 1)).sum(1).to(x.dtype)
+
+        def fitted(data):
+            return FittedGaussians(data), (1, 16, 16)
+    """))
+    fitted = {exp: {"kind": "python", "entry": f"{tmp_path}/fitted.py:fitted",
+                    "options": {"data": str(work / f"results/{exp}/data.parquet")}} for exp in runs}
+    proc = snakemake_cli(work, "results/summary.parquet",
+                         configfile=config("both", {exp: (runs[exp], fitted[exp]) for exp in runs}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summ, _ = read_table(work / "results/summary.parquet", stage="summary")
+    rows = {r.experiment: r for r in summ.itertuples()}
+    a, b = rows["zero_one"], rows["minus_one"]
+    assert b.Lambda == pytest.approx(4 * a.Lambda, rel=1e-4)
+    assert b.t_S_theory == pytest.approx(a.t_S_theory + 0.5 * math.log(4), rel=1e-4)
+    # each against the reference from its own data (phi_G: the class-conditional Gaussians of the
+    # subset, this model's exact phi); the OU noise is not scale-free, so ½ log 4 is only roughly
+    # the shift between the scales (1.175 - 0.482 for ½ log Lambda, 0.815 - 0.355 for phi_G)
+    for col in ("t_S_measured", "t_U_measured"):
+        da, db = getattr(a, col) - a.t_S_gaussian, getattr(b, col) - b.t_S_gaussian
+        se = math.hypot(getattr(a, f"{col}_se"), getattr(b, f"{col}_se"), a.t_S_gaussian_se, b.t_S_gaussian_se)
+        assert abs(da - db) < 3 * se + 0.02, (col, da, db, se)
+        for r in (a, b):
+            gap = abs(getattr(r, col) - r.t_S_gaussian)
+            assert gap < 3 * math.hypot(getattr(r, f"{col}_se"), r.t_S_gaussian_se) + 0.02, (col, r.experiment)
+    se = math.hypot(a.memorised_fraction_se, b.memorised_fraction_se)
+    assert abs(a.memorised_fraction - b.memorised_fraction) <= 3 * se + 0.05
+    for exp in runs:
+        _, meta = read_table(work / f"results/{exp}/external/sanity.parquet", stage="sanity")
+        assert meta["passed"] and meta["ratio_training"] < 1, (exp, meta["ratio_training"])
+    assert a.model != b.model
+
+
+def test_a_hub_id_resolves_from_the_local_cache_only(tmp_path, monkeypatch):
+    """``external.path`` as a Hugging Face Hub id: its snapshot in the cache as the hub library
+    lays it out (models--owner--name/refs/main -> snapshots/{commit}), nothing downloaded."""
+    from diffusion_regimes.config import ConfigError, validate_config
+    from diffusion_regimes.scoremodels.external import model_folder, model_provenance
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    entry = tmp_path / "hub" / "models--someone--digits-ddpm"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = entry / "snapshots" / commit
+    tiny_diffusers_model(tmp_path / "saved", np.zeros((4, 256), np.float32), steps=1)
+    (snapshot / "unet").mkdir(parents=True)
+    (snapshot / "scheduler").mkdir()
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):  # the hub keeps blobs behind links
+        blob = entry / "blobs" / name
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes((tmp_path / "saved" / name).read_bytes())
+        (snapshot / "unet" / name).symlink_to(blob)
+    sched = (tmp_path / "saved" / "scheduler_config.json").read_text()
+    (snapshot / "scheduler" / "scheduler_config.json").write_text(sched)
+    cfg = {"experiments": {"d": {"dataset": {"source": "sklearn_digits", "classes": [1, 8], "size": 16},
+                                 "scores": ["external"], "network_sampler": {"T": 5.0},
+                                 "external": {"kind": "diffusers", "path": "someone/digits-ddpm"}}}}
+    with pytest.raises(ConfigError, match="someone/digits-ddpm is not a folder, nor a Hugging Face Hub id in the "
+                       "local cache .* no snapshot for 'main'"):  # no ref yet
+        validate_config(yaml.safe_load(yaml.safe_dump(cfg)))
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(commit + "\n")
+    assert model_folder("someone/digits-ddpm") == snapshot and model_folder(f"someone/digits-ddpm@{commit}") == snapshot
+    validate_config(yaml.safe_load(yaml.safe_dump(cfg)))
+    found = model_provenance(cfg["experiments"]["d"]["external"])
+    assert found["hub_id"] == "someone/digits-ddpm" and found["path"] == str(snapshot.resolve())
+    assert found["id"].startswith("someone/digits-ddpm sha256:")
+    score = external.load_diffusers("someone/digits-ddpm")
+    assert score.shape == (1, 16, 16)
+    # describe-model describes the external model itself
+    from diffusion_regimes.cli import describe_model
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    text = describe_model(str(tmp_path / "c.yaml"), "d")
+    assert text.startswith("# d: external, a model trained elsewhere (diffusers)")
+    assert "sample shape (1, 16, 16) (d = 256; the dataset block gives d = 256)" in text
+    assert "prediction epsilon, schedule DDPMScheduler linear betas 0.0001 ... 0.02 over 1000 steps" in text
+    assert "valid OU times [5e-05, 5.059]; the network sampler's grid [0.001, 5]" in text
+    assert "parameters: " in text and "U-Net" not in text
+    with pytest.raises(InputError, match="someone/digits-ddpm@v2 is not a folder"):
+        model_folder("someone/digits-ddpm@v2")
+
+
+@pytest.mark.slow
+def test_two_external_models_in_one_experiment_keep_their_own_results(tmp_path):
+    """external.models: {a: ..., b: ...} are the score models external_a and external_b, each
+    measured on the same subset into its own results folder, with its own provenance."""
+    from test_bad_input import snakemake as snakemake_cli
+
+    from diffusion_regimes.config import ConfigError, validate_config
+    from diffusion_regimes.io import read_table
+
+    (tmp_path / "models.py").write_text(textwrap.dedent("""
+        import torch
+        from diffusion_regimes.scores import GaussianMixtureScore
+
+        def mixture(d, mu):
+            return GaussianMixtureScore(torch.full((d,), float(mu)), 1.0), (d,)
+    """))
+    entry = f"{tmp_path}/models.py:mixture"
+    cfg = {"seed": 0, "experiments": {"g": {
+        "dataset": {"source": "gaussian_mixture", "d": 16, "n": 200}, "scores": ["external_a", "external_b"],
+        "external": {"models": {"a": {"kind": "python", "entry": entry, "options": {"d": 16, "mu": 1.0}},
+                                "b": {"kind": "python", "entry": entry, "options": {"d": 16, "mu": 0.6}}}},
+        "network_sampler": {"steps": 30, "T": 5.0},
+        # model b's own t_S (0.96) is 0.67 of the data's (1.42): branch times reach below it
+        "cloning": {"n_pairs": 128, "branch_times": [0.25, 0.5, 1.0, 1.5], "n_bootstrap": 50},
+        "collapse": {"n_trajectories": 16, "n_pairs": 8, "branch_times": [0.2, 0.5], "n_bootstrap": 20},
+        "entropy": {"t_min": 0.1, "t_max": 2.0, "n_t": 3, "n_samples": 32}, "theory": {"n_t": 20}}}}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = snakemake_cli(work, "results/summary.parquet", configfile=path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summ, _ = read_table(work / "results/summary.parquet", stage="summary")
+    assert list(summ["score"]) == ["external_a", "external_b"]
+    metas = {s: read_table(work / f"results/g/{s}/cloning.parquet", stage="cloning")[1] for s in summ["score"]}
+    assert metas["external_a"]["provenance"]["options"] == {"d": 16, "mu": 1.0}
+    assert metas["external_b"]["provenance"]["options"] == {"d": 16, "mu": 0.6}
+    assert summ["model"].str.contains("models.py:mixture sha256:").all()
+    for s in summ["score"]:
+        for name in ("sanity.parquet", "collapse_times.parquet", "phi_c.parquet"):
+            assert (work / f"results/g/{s}/{name}").exists(), (s, name)
+    # the model whose centres are 0.6 instead of 1 speciates later in generation (smaller t_S)
+    assert summ["t_S_measured"].iloc[1] < summ["t_S_measured"].iloc[0]
+    bad = yaml.safe_load(path.read_text())
+    bad["experiments"]["g"]["scores"] = ["external_c"]
+    with pytest.raises(ConfigError, match=r"experiments.g.scores: score model 'external_c' needs external.models.c "
+                       r"\(the model's block; labels given: \['a', 'b'\]\)"):
+        validate_config(bad)
+    bad["experiments"]["g"]["scores"] = ["external-c"]
+    with pytest.raises(ConfigError, match=r"experiments.g.scores.0: 'external-c' is not one of \["):
+        validate_config(bad)

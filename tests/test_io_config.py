@@ -96,6 +96,61 @@ def test_external_config_needs_its_model_folder(tmp_path, monkeypatch):
     assert cfg["scores"] == ["external"] and cfg["uturn"]["enabled"]
 
 
+def test_a_config_whose_model_does_not_exist_yet_validates_without_reading_it(tmp_path, monkeypatch, capsys):
+    """check_models: false (check-config --no-model) skips the model's files, so that the subset
+    to train it on can be made from the same config; the model's folder is read otherwise, and
+    check-config then names what identifies the model."""
+    from diffusion_regimes.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = ROOT / "config/external.yaml"
+    assert main(["check-config", str(config)]) == 2
+    assert "models/diffusers-digits is not a folder" in capsys.readouterr().err
+    assert main(["check-config", "--no-model", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == f"{config}: valid, experiments digits"
+    raw = yaml.safe_load(config.read_text())
+    cfg = validate_config({**raw, "check_models": False})
+    assert cfg["experiments"]["digits"]["scores"] == ["external"]
+    folder = tmp_path / "models/diffusers-digits"
+    folder.mkdir(parents=True)
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    (folder / "scheduler_config.json").write_text('{"beta_schedule": "linear", "prediction_type": "v_prediction"}')
+    (folder / "config.json").write_text('{"sample_size": 16, "in_channels": 1, "out_channels": 1}')
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    import hashlib
+
+    digest = hashlib.sha256(b"weights").hexdigest()[:12]
+    assert f"digits/external: {folder} sha256:{digest} v_prediction linear 1000 steps" in out
+    # the model's sample shape against the data's, before any job
+    (folder / "config.json").write_text('{"sample_size": 32, "in_channels": 1, "out_channels": 1}')
+    assert main(["check-config", str(config)]) == 2
+    assert ("the model takes samples of shape (1, 32, 32) (in_channels x sample_size), but the dataset block gives "
+            "(1, 16, 16)") in capsys.readouterr().err
+
+
+def test_report_without_results_and_the_console_summary(tmp_path, capsys):
+    from diffusion_regimes.cli import main
+    from diffusion_regimes.summary import console, summary_table
+
+    assert main(["run", "--report", "r.html", "--configfile", str(ROOT / "tests/tiny_config.yaml"),
+                 "-d", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffusion-regimes: no results to report") and "run the workflow first" in err
+    assert err.count("\n") == 1 and not (tmp_path / "r.html").exists()
+    rows = [("digits", "unet", {"spectrum": {"n": 178, "d": 256, "t_S": 0.4129, "Lambda": 2.28}, "cloning": {
+                 "t_S_measured": 0.292, "t_S_measured_se": 0.067},
+             "collapse": {"memorised_fraction": 0.0, "memorised_fraction_se": 0.0, "memorised_fraction_null": 0.0},
+             "entropy": {"t_C": 0.041, "t_C_lo": 0.02, "t_C_hi": 0.08},
+             "theory": {"t_S_gaussian": 0.355, "t_S_gaussian_se": 0.01}})]
+    write_table(summary_table(rows), tmp_path / "summary.parquet", make_metadata("summary"))
+    text = console(tmp_path / "summary.parquet")
+    line = text.splitlines()[-1]
+    assert "0.292 ± 0.067" in line and "0.355 ± 0.010" in line and "0.000 ± 0.000 (null 0.000)" in line
+    assert "0.041 [0.020, 0.080]" in line and line.split()[:2] == ["digits", "unet"] and "0.355 ± 0.010 / -" in line
+    assert " - " in line  # no U-turns: shown as missing, not as a number
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda c: c["experiments"]["gmm"]["cloning"].update(n_pair=3), "experiments.gmm.cloning: unknown key 'n_pair'"),
     (lambda c: c["experiments"]["gmm"]["dataset"].update(d=-4), "experiments.gmm.dataset.d"),

@@ -120,7 +120,7 @@ def test_rerun_does_only_what_a_change_feeds(tiny_run):
         "results/gmm/exact/cloning.parquet", "results/gmm/exact/snapshots.parquet",
         "results/gmm/empirical/cloning.parquet", "results/gmm/empirical/snapshots.parquet",
         "results/summary.parquet", "results/summary.tsv", "results/table1.parquet", "results/table1.md",
-        "results/figures/gmm/phi.png", "results/figures/gmm/collapse.png"}
+        "results/figures/gmm/phi.png", "results/figures/gmm/collapse.png", "results/report_landing.rst"}
     # the bootstrap is the gather's alone: no re-sampling
     changed = snakemake(work, dry=True, config={"experiments": {"gmm": {"cloning": {"n_bootstrap": 60}}}})
     assert not any("/shards/" in f for f in changed) and "results/gmm/exact/cloning.parquet" in changed
@@ -132,7 +132,7 @@ def test_rerun_does_only_what_a_change_feeds(tiny_run):
     untouched = ("data.parquet", "spectrum.parquet", "entropy.parquet", "classifier.pt", "/empirical/")
     assert not [f for f in changed if any(u in f for u in untouched)], changed
     assert all(f.startswith(("results/digits/", "results/figures/digits/")) or f.startswith(
-        ("results/summary", "results/table1")) for f in changed), changed
+        ("results/summary", "results/table1", "results/report_landing")) for f in changed), changed
 
 
 def test_shards_merge_to_the_single_job_result(tiny_run, tmp_path):
@@ -190,11 +190,16 @@ def test_report_collects_every_figure_and_the_summary(tiny_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = (work / "report.html").read_text(errors="replace")
     figures = sorted(p.relative_to(work).as_posix() for p in (work / "results/figures").rglob("*.png"))
-    assert len(figures) == 12  # gmm 3 (with symmetry), digits 3, cw_d8 2, cw_d12 2, group cw 2
+    # gmm 3 (with symmetry), digits 3, cw_d8 2, cw_d12 2, group cw 3 (a grid over d: t_S against d too)
+    assert len(figures) == 13 and "results/figures/groups/cw/t_S_against_d.png" in figures
     for name in figures + ["results/summary.tsv", "results/table1.md"]:
         assert name in html, name
     for category in ["gmm", "digits", "cw_d8", "cw", "Summary", "speciation", "collapse", "symmetry breaking"]:
         assert category in html, category
+    # the landing page opens on the results: the headline table and the figures inline
+    landing = (work / "results/report_landing.rst").read_text()
+    assert "The headline numbers" in landing and landing.count(".. image::\n   data:image/png;base64,") == 8
+    assert "The headline numbers" in html and "gmm" in html.split("The headline numbers", 1)[1][:5000]
 
 
 @pytest.mark.slow

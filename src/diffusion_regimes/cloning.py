@@ -190,15 +190,24 @@ def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int
     gets a bootstrap standard error too. With ``flip`` > 0, phi and every replicate are
     corrected for a labeller of that error rate (:func:`correct_for_label_flips`; ``one_sided``
     for U-turns), each replicate with its own error from ``flip_boot`` (n_boot, 1) when given
-    (:func:`flip_replicates`). Returns
+    (:func:`flip_replicates`). ``agree`` (K, P): bool, or float with NaN where a pair is not
+    counted (a conditional level of agreement: phi is then a ratio of means, resampled
+    together). Returns
     the table (``t, phi, phi_se, phi_lo, phi_hi, n_pairs``) and scalars (``crossing``,
     ``crossing_se`` over the replicates that cross, and ``crossing_missed``: the replicates
     whose phi never crosses ``level`` inside the branch times, left out of the s.e.).
     """
     K, P = agree.shape
     a = agree.astype(np.float32)
-    phi = a.mean(1)
-    boots = replicate_means(a, n_boot, seed)  # (n_boot, K): pairs resampled jointly across branch times
+    counted = np.isfinite(a)
+    if counted.all():
+        phi = a.mean(1)
+        boots = replicate_means(a, n_boot, seed)  # (n_boot, K): pairs resampled jointly across branch times
+    else:  # a conditional level: NaN marks a pair not counted; the ratio of the two resampled means
+        with np.errstate(invalid="ignore", divide="ignore"):
+            phi = np.nansum(a, 1) / counted.sum(1)
+            boots = replicate_means(np.nan_to_num(a), n_boot, seed) / replicate_means(counted.astype(np.float32),
+                                                                                     n_boot, seed)
     if flip > 0 or flip_boot is not None:
         phi = correct_for_label_flips(phi, flip, one_sided)
         boots = correct_for_label_flips(boots, flip if flip_boot is None else flip_boot, one_sided)
@@ -206,7 +215,7 @@ def agreement_table(times: np.ndarray, agree: np.ndarray, n_boot: int, seed: int
     table = pd.DataFrame({
         "t": times.astype(np.float64), "phi": phi.astype(np.float64),
         "phi_se": standard_error(boots) if n_boot > 1 else np.full(K, np.nan),
-        "phi_lo": lo, "phi_hi": hi, "n_pairs": np.full(K, P, dtype=np.int64)})
+        "phi_lo": lo, "phi_hi": hi, "n_pairs": counted.sum(1).astype(np.int64)})
     scalars = {}
     if level is not None:
         se, missed = finite_spread(np.array([crossing_time(times, bp, level) for bp in boots]))
@@ -284,7 +293,8 @@ def empty_snapshots(d: int) -> pa.Table:
 SUMMARY = (("t_S_measured", "t_S_measured", "Float64"), ("t_S_measured_se", "t_S_measured_se", "Float64"),
            ("t_S_measured_missed", "t_S_measured_missed", "Int64"), ("classifier_accuracy", "accuracy", "Float64"),
            ("t_S_measured_corrected", "t_S_measured_corrected", "Float64"),
-           ("t_S_measured_corrected_se", "t_S_measured_corrected_se", "Float64"))
+           ("t_S_measured_corrected_se", "t_S_measured_corrected_se", "Float64"),
+           ("model", "model", "string"))
 
 
 def shard(score: Score, score_name: str, label: Labeller, accuracy: float | None, sampler: dict, d: int,
@@ -348,3 +358,47 @@ def gather(times: np.ndarray, trunk: np.ndarray, clone: np.ndarray, metas: list[
     cfg = {"cloning": {**metas[0]["config"]["cloning"], **cloning}, "sampler": metas[0]["sampler_settings"],
            "score": score_name}
     return table, results, cfg
+
+
+# ----------------------------------------------------------------------------- t_S against d (a group)
+def dimension_scaling(members: dict[str, tuple[dict, dict, dict, dict | None]]) -> tuple[pd.DataFrame, dict]:
+    """The measured t_S of a group's members against their dimension d: ``members`` maps a
+    member to the metadata of its subset, spectrum, theory and cloning (and U-turns, or
+    None). Returns the table (one row per member, by d: ``d, t_S_measured, t_S_measured_se,
+    t_U_measured, t_U_measured_se, t_S_theory, t_S_half_log_Lambda`` (of the sample's spectrum),
+    ``t_S_exact_crossing, t_S_half_log_Lambda_population`` (where the model has one)) and
+    the fit ``t_S = slope log d + intercept``, weighted least squares with the measured s.e.
+    (``slope_se`` from the weights, scaled by the reduced chi-square when it exceeds 1), and
+    the same fit of the theory's t_S."""
+    rows = []
+    for exp, (data, spec, theory, clon, uturn) in members.items():
+        rows.append({"experiment": exp, "d": int(data["d"]), "t_S_measured": clon["t_S_measured"],
+                     "t_S_measured_se": clon["t_S_measured_se"],
+                     "t_U_measured": (uturn or {}).get("t_U_measured", float("nan")),
+                     "t_U_measured_se": (uturn or {}).get("t_U_measured_se", float("nan")),
+                     "t_S_theory": spec["t_S"], "t_S_half_log_Lambda": spec.get("t_S_half_log_Lambda", spec["t_S"]),
+                     "t_S_exact_crossing": theory.get("t_S_exact_crossing", float("nan")),
+                     "t_S_half_log_Lambda_population": (0.5 * math.log(theory["Lambda_population"])
+                                                        if theory.get("Lambda_population") else float("nan"))})
+    table = pd.DataFrame(rows).sort_values("d").reset_index(drop=True).astype({"t_U_measured": float,
+                                                                               "t_U_measured_se": float})
+    results = {"fit": "t_S = slope log d + intercept, weighted least squares (weights 1/se^2) over the members "
+                      "whose t_S was measured; slope_se scaled by sqrt(reduced chi-square) when above 1"}
+    for key, se_key in (("t_S_measured", "t_S_measured_se"), ("t_U_measured", "t_U_measured_se"),
+                        ("t_S_theory", None)):
+        ok = np.isfinite(table[key]) & (np.isfinite(table[se_key]) & (table[se_key] > 0) if se_key else True)
+        x, y = np.log(table["d"][ok].to_numpy(float)), table[key][ok].to_numpy(float)
+        fit = {"slope": float("nan"), "slope_se": float("nan"), "intercept": float("nan"), "points": int(ok.sum())}
+        if len(np.unique(x)) >= 2:
+            w = 1 / table[se_key][ok].to_numpy(float) ** 2 if se_key else np.ones_like(x)
+            A = np.stack([x, np.ones_like(x)], 1)
+            cov = np.linalg.inv(A.T @ (w[:, None] * A))
+            slope, intercept = cov @ (A.T @ (w * y))
+            dof = len(x) - 2
+            chi2 = float((w * (y - slope * x - intercept) ** 2).sum())
+            scale = math.sqrt(max(1.0, chi2 / dof)) if dof > 0 and se_key else 1.0
+            fit.update(slope=float(slope), intercept=float(intercept),
+                       slope_se=float(math.sqrt(cov[0, 0]) * scale) if se_key else float("nan"),
+                       chi2_reduced=chi2 / dof if dof > 0 and se_key else float("nan"))
+        results[key.replace("_measured", "")] = fit
+    return table, results

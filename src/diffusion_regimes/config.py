@@ -17,6 +17,7 @@ rather than as parameters (a change of them re-runs nothing).
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from collections.abc import Mapping
 from functools import lru_cache
@@ -29,7 +30,7 @@ import yaml
 from .errors import ConfigError, InputError
 from .memorisation import snapshot_steps
 from .schedule import DDPM_STEPS, sampler_grid, snap_to_grid
-from .scoremodels import needs_message, registered_kinds, score_kind
+from .scoremodels import LABEL, MODEL_FILES, needs_message, registered_kinds, score_kind
 from .scoremodels.external import sampler_range
 
 __all__ = ["ConfigError", "InputError", "validate_config", "load_config", "load_yaml"]
@@ -71,7 +72,11 @@ def _add_score_models(schema: dict, plugins: list[str]) -> None:
     kinds = {name: cls for name, cls in registered_kinds().items()
              if cls.__module__.startswith("diffusion_regimes.") or cls.__module__ in modules}
     props = schema["$defs"]["experiment"]["properties"]
-    props["scores"]["items"] = {"enum": list(kinds)}
+    labelled = [n for n, c in kinds.items() if c.labelled]
+    props["scores"]["items"] = {
+        "oneOf": [{"enum": list(kinds)}] + ([{"type": "string", "pattern": f"^({'|'.join(labelled)})_{LABEL}$"}]
+                                           if labelled else []),
+        "x-error": f"one of {list(kinds)}" + "".join(f", or {n}_LABEL (a model of {n}.models)" for n in labelled)}
     props["memorisation"]["properties"]["score"]["enum"] = [n for n, c in kinds.items() if c.trainable]
     for cls in kinds.values():
         if cls.block and cls.block not in props and cls.schema is None:
@@ -303,6 +308,13 @@ def _check_experiment(name: str, exp: dict) -> None:
     kind = source_kind(source)
     for score in exp["scores"]:
         score_kind(score).check(where, exp, kind)
+    check = source_entry(source).get("x-check")  # a torch-free function (module:function) of the dataset block
+    if check:
+        module, function = check.split(":")
+        try:
+            getattr(importlib.import_module(module), function)(exp["dataset"])
+        except InputError as err:
+            raise _fail(f"{where}.dataset", str(err)) from None
     if exp["symmetry"]["enabled"] and not source_entry(source).get("x-symmetry"):
         raise _fail(f"{where}.symmetry.enabled", f"the potential is that of the two-Gaussian mixture, not {source}")
     for key in ("cloning", "collapse", "uturn"):
@@ -357,6 +369,9 @@ def _check_memorisation(where: str, exp: dict, kind: str) -> None:
     if kind == "images" and not exp["dataset"].get("holdout"):
         raise _fail(f"{where}.memorisation.enabled", "the study measures quality and held-out loss on the "
                     "held-out images: set dataset.holdout > 0")
+    if mem["replicates"] > 1 and exp["dataset"].get("split_seed") is not None:
+        raise _fail(f"{where}.dataset.split_seed", "replicates draw their own data each, a split_seed would give "
+                    "them one: leave split_seed out, or set memorisation.replicates: 1")
 
 
 def _check_shards(where: str, exp: dict) -> None:
@@ -398,8 +413,12 @@ def validate_config(config: dict) -> dict:
             raise _fail(f"experiments.{name}.dataset.{others[0]}", "the memorisation study fits tau_mem against n: "
                         "make only n (per_class for images) a list, one experiment per other value")
     config["experiments"] = expand_grids(config["experiments"])
-    for name, exp in config["experiments"].items():
-        _check_experiment(name, exp)
+    token = MODEL_FILES.set(bool(config.get("check_models", True)))
+    try:
+        for name, exp in config["experiments"].items():
+            _check_experiment(name, exp)
+    finally:
+        MODEL_FILES.reset(token)
     return config
 
 

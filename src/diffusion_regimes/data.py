@@ -128,3 +128,19 @@ def image_shape(meta: dict) -> tuple[int, ...]:
     if len(shape) != 3:
         raise InputError(f"data of shape {shape} are not images: a network score needs images")
     return shape
+
+
+def source_index(path: str) -> np.ndarray:
+    """The ``source_index`` column (n,) int64 of a subset file: each row's position in its source."""
+    read_metadata(path, "subset")
+    return pq.read_table(path, columns=["source_index"]).column("source_index").to_numpy()
+
+
+def training_overlap(recorded: dict, reference: str) -> int | None:
+    """How many images a model records it was trained on (``recorded``: ``source`` and
+    ``source_index``) are in the reference set file ``reference``; None when the record is of
+    another source."""
+    meta = read_metadata(reference, "subset")
+    if recorded.get("source") != meta.get("source"):
+        return None
+    return int(np.isin(source_index(reference), np.asarray(recorded["source_index"], dtype=np.int64)).sum())

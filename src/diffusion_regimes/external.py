@@ -130,8 +130,10 @@ def load_diffusers(path: str | os.PathLike, device: str = "cpu", batch_size: int
     def run(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         return model(x, step).sample
 
-    return DiscreteScore(run, shape, DiscreteTime(scheduler_alpha_bar(sched)),
-                         sched.get("prediction_type", "epsilon"), batch_size, device)
+    score = DiscreteScore(run, shape, DiscreteTime(scheduler_alpha_bar(sched)),
+                          sched.get("prediction_type", "epsilon"), batch_size, device)
+    score.network = model
+    return score
 
 
 # ----------------------------------------------------------------------------- EDM
@@ -231,3 +233,34 @@ def external_score(cfg: dict, d: int, device: str = "auto", batch_size: int = 25
         raise InputError(f"the external model takes samples of shape {tuple(shape)}, but the data have d = {d}: "
                          "make the dataset block give the model's resolution and channels")
     return score
+
+
+def describe_external(cfg: dict, d: int, sampler: dict, dataset: dict) -> str:
+    """Text description of an ``external`` block's model (loaded on the CPU): what identifies
+    it, the shape of one sample against the data's d, its parameters, the OU times it is
+    valid on against the sampler's grid, and the pixel convention the data will be given in."""
+    from .models import count_parameters
+    from .scoremodels.external import model_provenance, sampler_range
+
+    found = model_provenance(cfg)
+    score = external_score(cfg, d, "cpu")
+    shape = tuple(getattr(score, "shape", ()) or ())
+    net = getattr(score, "network", None) or getattr(score, "net", None)
+    lo, hi = sampler_range(sampler)
+    t_min, t_max = float(getattr(score, "t_min", 0.0)), float(getattr(score, "t_max", math.inf))
+    lines = [f"model: {found['id']}",
+             f"sample shape {shape} (d = {math.prod(shape) if shape else '?'}; the dataset block gives d = {d})"]
+    if isinstance(net, torch.nn.Module):
+        lines.append(f"parameters: {count_parameters(net):,}")
+    if cfg.get("kind") == "diffusers":
+        sched = found["schedule"]
+        lines.append(f"prediction {found['prediction_type']}, schedule {sched['class']} {sched['beta_schedule']} "
+                     f"betas {sched['beta_start']:g} ... {sched['beta_end']:g} over "
+                     f"{sched['num_train_timesteps']} steps")
+    lines.append(f"valid OU times [{t_min:.4g}, {t_max:.4g}]; the network sampler's grid [{lo:.4g}, {hi:.4g}]"
+                 + ("" if t_min * (1 - 1e-6) <= lo and hi <= t_max + 1e-9 else "  [outside: set T and t_end inside]"))
+    if "pixel_range" in dataset or "centre" in dataset:
+        lines.append(f"data given to it: pixels in {list(dataset.get('pixel_range', [0, 1]))}, "
+                     f"{'centred' if dataset.get('centre', True) else 'uncentred'} (dataset.pixel_range, "
+                     "dataset.centre: they must be what the model was trained on; the sanity check tests it)")
+    return "\n".join(lines)

@@ -22,6 +22,8 @@ quality and generalisation gap against training steps) and, per group of n,
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +52,16 @@ def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
+
+
+def _value(x) -> float | None:
+    """A metadata number, or None when it is missing or NaN (drawn and labelled as missing)."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _legend_below(ax) -> None:
+    """The legend under the axes, where it cannot cover data."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), borderaxespad=0, frameon=False)
 
 
 def _levels(columns) -> list[str]:
@@ -92,11 +104,11 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
             ax.fill_between(t_ref, y - 2 * se, y + 2 * se, color=color, alpha=0.2, lw=0)
     x_max = 1.0
     for score, (tab, meta) in tables.items():
-        m = meta["t_S_measured"]
+        m = _value(meta["t_S_measured"])
         x_max = max(x_max, float(tab["t"].max() / unit))
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
                     fmt="o", ms=4, capsize=2, color=score_color(score),
-                    label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else score)
+                    label=f"{score}: $t_S$ measured {m:.3g}" if m is not None else f"{score}: $t_S$ not crossed")
     for score, (tab, meta) in tables.items():  # classes from a classifier: corrected for its held-out error
         if "phi_corrected" in tab:
             c = meta.get("t_S_measured_corrected")
@@ -120,14 +132,18 @@ def phi_figure(exp: str, spectrum: str, theory: str, cloning: dict[str, str], pa
                               + (f"{crossing:.3g}" if crossing is not None else "(no crossing)"))
     for score, p in (uturn or {}).items():  # phi_U: its closed form is phi's (the same curve)
         tab, meta = read_table(p, stage="uturn")
-        m = meta["t_U_measured"]
+        m = _value(meta["t_U_measured"])
         x_max = max(x_max, float(tab["t"].max() / unit))
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=[tab["phi"] - tab["phi_lo"], tab["phi_hi"] - tab["phi"]],
                     fmt="^", ms=5, mfc="none", capsize=2, color=score_color(score),
-                    label=f"{score}, U-turn $\\phi_U$: crosses at {m:.3g}" if m is not None else f"{score}, U-turn")
+                    label=f"{score}, U-turn $\\phi_U$: crosses at {m:.3g}" if m is not None
+                    else f"{score}, U-turn $\\phi_U$: $t_U$ not crossed")
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
     if t_S > 0:
-        ax.axvline(1.0, color="grey", ls="--", lw=1)
+        rule = spec.get("t_S_rule", "1/2 log Lambda")
+        label = (f"$t_S$ = ½ log Λ = {t_S:.3g}" if rule == "1/2 log Lambda" else
+                 f"$t_S$ = {t_S:.3g} ({rule}; ½ log Λ = {spec['t_S_half_log_Lambda']:.3g})")
+        ax.axvline(1.0, color="grey", ls="--", lw=1, label=label)
     ax.set_xlim(0, 1.1 * x_max)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(r"$\phi(t)$: clones in the same class" + (r"; $\phi_U$: class kept" if uturn else ""))
@@ -165,7 +181,7 @@ def _f_axes(ax, title: str, ylim: tuple[float, float]) -> None:
     ax.set_xlabel("t")
     ax.set_ylabel("f(t) / α")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    _legend_below(ax)
 
 
 def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str], phi_c: dict[str, str],
@@ -221,31 +237,38 @@ def collapse_figure(exp: str, entropy: str, theory: str, collapse: dict[str, str
     axes[2].set_ylim(0, 1.05)
     axes[2].set_ylabel("memorised fraction (d₁/d₂ < 1/3)")
     axes[2].set_title("memorisation of the final samples")
+    for k, (frac, null) in enumerate(zip(fractions, nulls)):  # the values, so that a zero reads as zero
+        axes[2].text(k - 0.2, (frac or 0.0) + 0.02, "-" if frac is None else f"{frac:.3f}", ha="center", fontsize=7)
+        axes[2].text(k + 0.2, (null or 0.0) + 0.02, "-" if null is None else f"{null:.3f}", ha="center", fontsize=7)
+    axes[2].axhline(0, color="k", lw=0.8)
     for ax in (axes[1], axes[3]):
         if er["t_C"] is not None:
-            ax.axvline(er["t_C"], color="C3", ls="--", lw=1)
+            ax.axvline(er["t_C"], color="C3", ls="--", lw=1, label=f"$t_C$ entropy = {er['t_C']:.3g}")
         if t_C_th is not None:
-            ax.axvline(t_C_th, color="k", ls=":", lw=1)
+            ax.axvline(t_C_th, color="k", ls=":", lw=1, label=f"$t_C$ closed form, d → ∞ = {t_C_th:.3g}")
     axes[1].set_xlabel("collapse time of a trajectory")
     axes[1].set_ylabel("trajectories")
     axes[1].set_title("collapse times, and their null")
     axes[3].set_xlabel("t")
     axes[3].set_ylabel(r"$\phi_C(t)$: clones on the same training point")
     axes[3].set_title("collapse by cloning")
-    for ax in axes[1:]:
-        ax.legend(fontsize=7)
+    for ax in axes:
+        _legend_below(ax)
     _save(fig, path)
 
 
 def _show_sample(ax, vec, data_meta: dict, vmax: float | None = None) -> None:
-    """One sample in a panel: an image (un-centred, clipped to [0, 1]) for image data, else
+    """One sample in a panel: an image (un-centred, mapped back from the data's pixel range and
+    clipped to [0, 1]) for image data, else
     its coordinates as a strip of colours (symmetric range ``vmax``)."""
     shape = data_meta["shape"]
     v = np.asarray(vec, dtype=np.float32)
     if len(shape) == 3:
         mean = np.asarray(data_meta["mean"], dtype=np.float32)
         std = np.asarray(data_meta.get("std", np.ones_like(mean)), dtype=np.float32)
-        img = np.clip((v.reshape(shape) * std[:, None, None] + mean[:, None, None]).transpose(1, 2, 0), 0, 1)
+        lo, hi = data_meta.get("pixel_range", (0.0, 1.0))
+        img = (v.reshape(shape) * std[:, None, None] + mean[:, None, None] - lo) / (hi - lo)
+        img = np.clip(img.transpose(1, 2, 0), 0, 1)
         ax.imshow(img[..., 0] if shape[0] == 1 else img, cmap="gray", vmin=0, vmax=1)
     else:
         lim = vmax or float(np.abs(v).max() or 1.0)
@@ -326,10 +349,13 @@ def symmetry_figure(exp: str, symmetry: str, path: Path) -> None:
     _save(fig, path)
 
 
-def _member_label(meta: dict, grid_keys: Sequence[str]) -> str:
-    """The values of the grid keys of a member of a group, from its subset's metadata."""
+def _member_label(meta: dict, grid_keys: Sequence[str], exp: str = "") -> str:
+    """The values of the grid keys of a member of a group, from its subset's metadata, and
+    its run when the member is one of several runs of the same values (``{name}_r{k}``)."""
     names = {"beta": "β"}
-    return ", ".join(f"{names.get(k, k)} = {meta[k]:g}" for k in grid_keys if meta.get(k) is not None)
+    label = ", ".join(f"{names.get(k, k)} = {meta[k]:g}" for k in grid_keys if meta.get(k) is not None)
+    run = re.search(r"_r(\d+)$", exp)
+    return label + (f", run {run.group(1)}" if run else "")
 
 
 def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str, str], path: Path,
@@ -341,6 +367,7 @@ def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str
     cmap = plt.get_cmap("plasma")
     specs = {exp: read_metadata(f["spectrum"], "spectrum") for exp, f in files.items()}
     ou = any(spec["t_S"] <= 0 for spec in specs.values())  # a member without speciation: all in OU time
+    x_max = 0.0
     for k, (exp, f) in enumerate(files.items()):
         color = cmap(k / max(len(files), 1))
         data = read_metadata(f["data"], "subset")
@@ -351,16 +378,18 @@ def group_speciation_figure(group: str, files: dict[str, dict], scores: dict[str
             ax.plot(theory["t"] / unit, theory["phi"], color=color, lw=1)
         score = scores[exp]
         tab, meta = read_table(f["cloning"], stage="cloning")
-        label = f"{_member_label(data, grid_keys)} ({score})"
+        label = f"{_member_label(data, grid_keys, exp)} ({score})"
         ax.errorbar(tab["t"] / unit, tab["phi"], yerr=tab["phi_se"], fmt="o", ms=3.5, capsize=2, color=color,
                     label=label + f": $t_S$ = {t_S:.3g}")
+        x_max = max(x_max, float(tab["t"].max() / unit))
     ax.axhline(PHI_AT_T_S, color="grey", ls=":", lw=1, label=f"φ($t_S$) = {PHI_AT_T_S:.4f}")
     if not ou:
-        ax.axvline(1.0, color="grey", ls="--", lw=1)
+        ax.axvline(1.0, color="grey", ls="--", lw=1, label=r"$t = t_S$ (each member's theory $t_S$)")
+    ax.set_xlim(0, 1.2 * x_max)  # the measured range (the closed forms run on to theory.t_max)
     ax.set_xlabel(_time_unit(-1.0)[1] if ou else r"$t / t_S$")
     ax.set_ylabel(r"$\phi(t)$: clones in the same class")
     ax.set_title(f"{group}: speciation (lines: closed form)")
-    ax.legend(fontsize=7)
+    _legend_below(ax)
     _save(fig, path)
 
 
@@ -370,15 +399,19 @@ def group_collapse_figure(group: str, files: dict[str, dict], path: Path, grid_k
     t_C = 1/2 log(1 + s^2/(n^{2/d} - 1)) marked."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cmap = plt.get_cmap("plasma")
-    for k, f in enumerate(files.values()):
+    marked = False
+    for k, (exp, f) in enumerate(files.items()):
         color = cmap(k / max(len(files), 1))
         ent, emeta = read_table(f["entropy"], stage="entropy")
         theory, tmeta = read_table(f["theory"], stage="theory")
         data = read_metadata(f["data"], "subset")
         alpha = emeta["alpha"]
-        _f_over_alpha(ax, ent, theory, alpha, color, color, f"{_member_label(data, grid_keys)}: α = {alpha:.3g}")
+        _f_over_alpha(ax, ent, theory, alpha, color, color,
+                      f"{_member_label(data, grid_keys, exp)}: α = {alpha:.3g}")
         if tmeta.get("t_C") is not None:
-            ax.axvline(tmeta["t_C"], color=color, ls="--", lw=1)
+            ax.axvline(tmeta["t_C"], color=color, ls="--", lw=1,
+                       label=None if marked else "dashed: the closed form's $t_C$ (member's colour)")
+            marked = True
     _f_axes(ax, f"{group}: collapse (lines: closed form; dashed: its $t_C$)", (-0.1, 1.1))
     _save(fig, path)
 
@@ -450,16 +483,16 @@ def memorised_fraction_figure(group: str, curves: dict[str, str], path: Path) ->
                      key=lambda item: item[0][1]["n"])
     cmap = plt.get_cmap("viridis")
     threshold = None
-    for i, ((tab, meta), _) in enumerate(members):
+    for i, ((tab, meta), exp) in enumerate(members):
         color = cmap(i / max(1, len(members) - 1))
         ax.errorbar(tab["step"], tab["memorised_fraction"], yerr=tab["memorised_fraction_se"], marker="o", ms=3,
-                    capsize=2, color=color, label=f"n = {meta['n']}")
+                    capsize=2, color=color, label=_member_label(meta, ("n",), exp))
         threshold = meta["threshold"]
     if threshold is not None:
         ax.axhline(threshold, color="gray", lw=0.8, ls="--", label=f"threshold {threshold:g}")
     ax.set(xscale="log", xlabel="training step", ylabel="memorised fraction (d1/d2 < 1/3)", ylim=(-0.03, 1.03),
            title=f"{group}: memorisation against training time")
-    ax.legend(fontsize=7)
+    _legend_below(ax)
     _save(fig, path)
 
 
@@ -486,7 +519,7 @@ def tau_figure(group: str, table, fit: dict, path: Path) -> None:
                 label=f"fit: gamma = {fit['gamma']:.2f} [{fit['gamma_lo']:.2f}, {fit['gamma_hi']:.2f}]")
     _n_axis(ax, n)
     ax.set(yscale="log", xlabel="training points n", ylabel="training steps", title=group)
-    ax.legend(fontsize=7)
+    _legend_below(ax)
     _save(fig, path)
 
 
@@ -541,3 +574,36 @@ def collapse_entropy_figure(group: str, table, path: Path) -> None:
     ax.set(xlabel="training points n", ylabel="collapse time (OU)", title=group)
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def dimension_scaling_figure(group: str, table, fit: dict, path: Path) -> None:
+    """Measured t_S (cloning) and t_U (U-turns) against d (log axis) with their s.e., the
+    theory's t_S, ½ log Λ, and the line ¼ log d + c (c fitted to the measured t_S)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    d = table["d"].to_numpy(dtype=float)
+    grid = np.geomspace(d.min(), d.max(), 100)
+    ax.errorbar(d, table["t_S_measured"], yerr=table["t_S_measured_se"], fmt="o", capsize=3, color="C0",
+                label=f"$t_S$ measured (cloning): slope {_slope(fit['t_S'])} per unit log d")
+    if table["t_U_measured"].notna().any():
+        ax.errorbar(d * 1.04, table["t_U_measured"], yerr=table["t_U_measured_se"], fmt="s", ms=4, capsize=3,
+                    color="C2", label=f"$t_U$ measured (U-turns): slope {_slope(fit['t_U'])}")
+    ax.plot(d, table["t_S_theory"], "k-", lw=1, label="$t_S$ of the theory (closed form)")
+    y, x = table["t_S_measured"].to_numpy(dtype=float), np.log(d)
+    ok = np.isfinite(y)
+    if ok.any():
+        c = float(np.mean(y[ok] - 0.25 * x[ok]))
+        ax.plot(grid, 0.25 * np.log(grid) + c, "C1--", lw=1, label=f"¼ log d + c (c = {c:.3f}, fitted)")
+    ax.plot(d, table["t_S_half_log_Lambda"], "C3:", lw=1.5, label="½ log Λ of the sample's spectrum (grows as "
+            "log(1 + √(d/n)) when d > n: sampling noise)")
+    if table["t_S_half_log_Lambda_population"].notna().any():
+        ax.plot(d, table["t_S_half_log_Lambda_population"], "C3-.", lw=1, label="½ log Λ of the population")
+    ax.set(xscale="log", xlabel="dimension d", ylabel="speciation time (OU)", title=f"{group}: $t_S$ against d")
+    _legend_below(ax)
+    _save(fig, path)
+
+
+def _slope(fit: dict) -> str:
+    if not np.isfinite(fit.get("slope", np.nan)):
+        return "-"
+    se = fit.get("slope_se")
+    return f"{fit['slope']:.3f}" + ("" if se is None or not np.isfinite(se) else f" ± {se:.3f}")

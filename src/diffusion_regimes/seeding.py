@@ -35,6 +35,7 @@ class Stream(Enum):
     BOOTSTRAP_COLLAPSE = "bootstrap-collapse"
     BOOTSTRAP_MEMORISED = "bootstrap-memorised"
     UTURN = "uturn"
+    SANITY = "sanity"  # the points and noise of a network's sanity check
     BOOTSTRAP_UTURN = "bootstrap-uturn"
     ENTROPY = "entropy"
     MEMORISATION = "memorisation"  # samples of every weight snapshot (the same at each: common random numbers)

@@ -109,7 +109,7 @@ def bulk_variance(Lambda: float, trace: float, d: int) -> float:
 #: summary columns (name, key of the metadata, dtype; None: inferred): one row per experiment
 SUMMARY = (("n", "n", "int64"), ("d", "d", "int64"), ("Lambda", "Lambda", None),
            ("Lambda_channel0", "Lambda_channel0", None), ("t_S_theory", "t_S", None), ("source", "source", None),
-           ("Lambda_paper", "Lambda_paper", "Float64"))
+           ("Lambda_paper", "Lambda_paper", "Float64"), ("t_S_half_log_Lambda", "t_S_half_log_Lambda", "Float64"))
 
 
 def measure(x: torch.Tensor, shape: tuple[int, ...], spectrum: dict) -> tuple[pd.DataFrame, dict]:

@@ -67,3 +67,65 @@ def table1_markdown(table: pd.DataFrame) -> str:
     """Table 1 as a Markdown document."""
     return ("# Table 1: speciation time from the spectrum, and measured by cloning\n\n"
             + table.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
+def _pm(value, se, digits: int = 3) -> str:
+    """``value ± se``; a missing value (no crossing, no such measurement) is ``-``."""
+    if value is None or pd.isna(value):
+        return "-"
+    return f"{value:.{digits}f}" + ("" if se is None or pd.isna(se) else f" ± {se:.{digits}f}")
+
+
+def headline_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The summary's headline numbers as text, one row per (experiment, score): the theory's
+    t_S (½ log Λ, or the data model's closed form with ½ log Λ beside it), t_S
+    measured against the data's reference crossings (φ_G, φ_H), t_U, the memorised fraction
+    against its null, and the entropy's t_C with its band; a missing value is ``-``."""
+    rows = []
+    for r in df.itertuples():
+        get = r._asdict().get
+        band = ("-" if pd.isna(get("t_C_entropy")) else
+                f"{get('t_C_entropy'):.3f} [{get('t_C_entropy_lo'):.3f}, {get('t_C_entropy_hi'):.3f}]")
+        memo = ("-" if pd.isna(get("memorised_fraction")) else
+                f"{_pm(get('memorised_fraction'), get('memorised_fraction_se'))} (null "
+                f"{_pm(get('memorised_fraction_null'), None)})")
+        refs = " / ".join(_pm(get(k), get(f"{k}_se")) for k in ("t_S_gaussian", "t_S_heldout"))
+        theory = _pm(get("t_S_theory"), None)
+        if not pd.isna(get("t_S_half_log_Lambda")) and get("t_S_half_log_Lambda") != get("t_S_theory"):
+            theory += f" (½ log Λ {get('t_S_half_log_Lambda'):.3f})"  # a model whose t_S is not ½ log Λ
+        rows.append({"experiment": r.experiment, "score": r.score, "t_S theory": theory,
+                     "t_S measured": _pm(get("t_S_measured"), get("t_S_measured_se")),
+                     "t_S φ_G / φ_H": refs,
+                     "t_U": _pm(get("t_U_measured"), get("t_U_measured_se")),
+                     "memorised (null)": memo, "t_C entropy [band]": band})
+    return pd.DataFrame(rows)
+
+
+def console(path) -> str:
+    """The summary file's headline numbers (:func:`headline_rows`) as a short text table."""
+    from .io import read_table
+
+    df, _ = read_table(path, stage="summary")
+    return (f"{path}: the headline numbers (every column, with its definition: summary.tsv, "
+            f"docs/measurements.md; figures: results/figures/, make report)\n"
+            f"{headline_rows(df).to_string(index=False)}")
+
+
+def landing_rst(summary: pd.DataFrame, figures: dict[str, str]) -> str:
+    """The report's landing section (reStructuredText): the headline numbers as a table and
+    the given figures (``figures``: caption -> PNG path) inline, as data URIs, so that the
+    report opens on the results."""
+    import base64
+    from pathlib import Path
+
+    table = headline_rows(summary)
+    lines = ["Results", "-------", "", ".. list-table:: The headline numbers (all columns: the Summary category, "
+             "summary.tsv)", "   :header-rows: 1", ""]
+    for row in [list(table.columns)] + table.astype(str).values.tolist():
+        lines += [f"   * - {row[0]}"] + [f"     - {cell}" for cell in row[1:]]
+    for caption, png in figures.items():
+        uri = "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode()
+        # the URI over lines of 1000 characters (docutils joins them; it refuses lines over 10 000)
+        lines += ["", f"**{caption}**", "", ".. image::"] + ["   " + uri[i:i + 1000] for i in range(0, len(uri), 1000)]
+        lines += ["   :width: 100%"]
+    return "\n".join(lines) + "\n"

@@ -15,7 +15,8 @@ Two-Gaussian mixture ``a ~ 1/2 N(+m, s^2 I) + 1/2 N(-m, s^2 I)``, ``|m|^2 = mu^2
 
 Hierarchical mixture (four centres ``±mu u ± mu2 v``): two speciation times from
 the two top eigenvalues, and the factorised phi (:func:`hierarchical_phi`).
-The Curie–Weiss model's exact quantities are in :mod:`diffusion_regimes.datamodels.curie_weiss`.
+The Curie–Weiss model's exact quantities are in :mod:`diffusion_regimes.datamodels.curie_weiss`,
+those of classes that differ in their covariance in :mod:`diffusion_regimes.datamodels.covariance`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 
 import numpy as np
 
+from .errors import InputError
 from .schedule import delta, gamma
 
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(160)
@@ -175,3 +177,180 @@ def theory_columns(data_model, theory: dict, t_S: float, Lambda: float,
             columns[name] = full
         results.update(found)
     return {"t": t, **columns}, results
+
+
+# ----------------------------------------------------------------------------- classes that differ in their covariance
+# K Gaussian classes N(mu_c u, sigma_c^2 I), u = (1, ..., 1): the data model is
+# :mod:`diffusion_regimes.datamodels.covariance` (its docstring derives these forms).
+
+#: Gauss-Hermite nodes and weights for q (probabilists', normalised)
+_Q_NODES, _Q_WEIGHTS = np.polynomial.hermite_e.hermegauss(48)
+_Q_WEIGHTS = _Q_WEIGHTS / _Q_WEIGHTS.sum()
+#: points of the grid in log s per class
+S_POINTS = 801
+#: the chi-square tails left out of the grid in s (each side)
+S_TAIL = 1e-13
+
+
+def cov_class_parameters(dataset: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(variances (K,), means (K,), weights (K,) summing to 1) of a dataset block or subset
+    metadata; one line on a mismatch of lengths or on two identical classes."""
+    var = np.asarray(dataset["variances"], dtype=np.float64)
+    K = len(var)
+    means = np.zeros(K) if dataset.get("means") is None else np.asarray(dataset["means"], dtype=np.float64)
+    weights = np.full(K, 1.0 / K) if dataset.get("weights") is None else np.asarray(dataset["weights"], np.float64)
+    for name, v in (("means", means), ("weights", weights)):
+        if len(v) != K:
+            raise InputError(f"{name} has {len(v)} entries for {K} variances: give one per class")
+    if len({(float(a), float(b)) for a, b in zip(var, means)}) < K:
+        raise InputError("two classes have the same variance and mean: make every class distinct")
+    return var, means, weights / weights.sum()
+
+
+def cov_pair_kappa2(t, d: int, var_a: float, var_b: float, mu_a: float = 0.0, mu_b: float = 0.0) -> np.ndarray:
+    """kappa^2 of classes a, b at OU times t (the large-d law of their log-likelihood ratio,
+    ``N(+-kappa^2/2, kappa^2)``)."""
+    t = np.asarray(t, dtype=np.float64)
+    e2 = np.exp(-2 * t)
+    gbar = 0.5 * (var_a + var_b) * e2 + -np.expm1(-2 * t)
+    return 0.5 * d * ((var_a - var_b) * e2 / gbar) ** 2 + (mu_a - mu_b) ** 2 * d * e2 / gbar
+
+
+def cov_pair_speciation_time(d: int, var_a: float, var_b: float, mu_a: float = 0.0, mu_b: float = 0.0) -> float:
+    """The time at which kappa = 2 for classes a, b: ``1/2 log(|delta| sqrt(d/8) - (sbar - 1))``
+    for equal means, the root of kappa^2 = 4 otherwise; NaN when kappa < 2 at t = 0 (the two
+    classes are not told apart even without noise)."""
+    if mu_a == mu_b:
+        arg = abs(var_a - var_b) * math.sqrt(d / 8) - (0.5 * (var_a + var_b) - 1)
+        return 0.5 * math.log(arg) if arg > 1 else float("nan")
+    f = lambda t: cov_pair_kappa2(t, d, var_a, var_b, mu_a, mu_b) - 4.0  # noqa: E731
+    if f(0.0) <= 0:
+        return float("nan")
+    hi = 1.0
+    while f(hi) > 0:
+        hi *= 2
+    return float(_scipy().optimize.brentq(f, 0.0, hi, xtol=1e-12))
+
+
+def cov_splits(d: int, var, means, weights) -> list[tuple[tuple[int, ...], tuple[int, ...], float]]:
+    """The speciation tree: (classes A, classes B, closed-form t_S of the split) per split, in
+    the order they happen in generation (the largest t_S first). A group of classes that has
+    not split yet acts as one class with its weighted mean variance and mean (their Gamma_c
+    differ by O(e^{-2t}) there); the tree merges, one step at a time, the two groups whose
+    pair speciates last (:func:`cov_pair_speciation_time` of their effective parameters), which is
+    then the split's time. A pair never told apart (NaN) merges first."""
+    groups = [((c,), float(weights[c]), float(var[c]), float(means[c])) for c in range(len(var))]
+
+    def height(g, h) -> float:
+        t = cov_pair_speciation_time(d, g[2], h[2], g[3], h[3])
+        return -math.inf if math.isnan(t) else t
+
+    out = []
+    while len(groups) > 1:
+        h, i, j = min((height(groups[i], groups[j]), i, j) for i in range(len(groups))
+                      for j in range(i + 1, len(groups)))
+        (A, wa, va, ma), (B, wb, vb, mb) = groups[i], groups[j]
+        out.append((A, B, float("nan") if h == -math.inf else h))
+        merged = (tuple(sorted(A + B)), wa + wb, (wa * va + wb * vb) / (wa + wb), (wa * ma + wb * mb) / (wa + wb))
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [merged]
+    return out[::-1]
+
+
+def cov_split_name(A, B) -> str:
+    """The name of a split's level: ``split{A}_{B}`` (class indices), e.g. ``split01_2``."""
+    return "split" + "".join(map(str, A)) + "_" + "".join(map(str, B))
+
+
+def cov_phi(t: np.ndarray, d: int, var, means, weights,
+                      groups: list[tuple[tuple[int, ...], tuple[int, ...]]] = ()) -> dict[str, np.ndarray]:
+    """Exact ``phi(t) = E[sum_c P(c | x_t)^2]`` (key ``phi``) and, per split (A, B) of
+    ``groups``, ``E[P_A^2 + P_B^2] / E[(P_A + P_B)^2]`` (key ``cov_split_name(A, B)``), each (T,),
+    by quadrature over ``q | c`` (Gauss-Hermite) and ``s | c ~ Gamma_c chi2_{d-1}`` (a grid
+    of :data:`S_POINTS` in log s over the chi-square's range but for :data:`S_TAIL` tails,
+    weights renormalised)."""
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    var, means, weights = (np.asarray(v, dtype=np.float64) for v in (var, means, weights))
+    K, nu = len(var), d - 1
+    lo, hi = _scipy().stats.chi2.ppf(S_TAIL, nu), _scipy().stats.chi2.isf(S_TAIL, nu)
+    u = np.linspace(math.log(lo), math.log(hi), S_POINTS)  # log of a chi2_nu variable
+    w_u = np.exp(_scipy().stats.chi2.logpdf(np.exp(u), nu) + u)
+    w_u /= w_u.sum()
+    out = {"phi": np.empty(len(t))}
+    for A, B in groups:
+        out[cov_split_name(A, B)] = np.empty(len(t))
+    for i, ti in enumerate(t):
+        g = var * math.exp(-2 * ti) + (-math.expm1(-2 * ti))  # (K,)
+        m = means * math.sqrt(d) * math.exp(-ti)  # class means of q
+        num = {key: 0.0 for key in out}
+        den = {key: 0.0 for key in out}
+        for c in range(K):  # points of class c: q (Q,), s (S,)
+            q = m[c] + math.sqrt(g[c]) * _Q_NODES
+            s = g[c] * np.exp(u)
+            logit = (np.log(weights) - 0.5 * d * np.log(g))[None, None, :] \
+                - (q[:, None, None] - m[None, None, :]) ** 2 / (2 * g) - s[None, :, None] / (2 * g)
+            post = np.exp(logit - logit.max(-1, keepdims=True))
+            post /= post.sum(-1, keepdims=True)  # (Q, S, K)
+            w = weights[c] * _Q_WEIGHTS[:, None] * w_u[None, :]
+            num["phi"] += float((w * (post**2).sum(-1)).sum())
+            den["phi"] += float(w.sum())
+            for A, B in groups:
+                pa, pb = post[..., list(A)].sum(-1), post[..., list(B)].sum(-1)
+                key = cov_split_name(A, B)
+                num[key] += float((w * (pa**2 + pb**2)).sum())
+                den[key] += float((w * (pa + pb) ** 2).sum())
+        for key in out:
+            out[key][i] = num[key] / den[key]
+    return out
+
+
+def cov_crossing(d: int, var, means, weights, group=None, t_max: float = 20.0) -> float:
+    """The time at which the exact phi (or the split ``group`` = (A, B)) crosses
+    :data:`PHI_AT_T_S`: the finite-d speciation time of the quadrature (NaN if never)."""
+    key = "phi" if group is None else cov_split_name(*group)
+    groups = [] if group is None else [group]
+    f = lambda t: cov_phi(np.array([t]), d, var, means, weights, groups)[key][0] - PHI_AT_T_S  # noqa: E731
+    grid = np.linspace(0.0, t_max, 81)[1:]
+    vals = np.array([f(x) for x in grid])
+    idx = np.nonzero(vals[:-1] * vals[1:] <= 0)[0]
+    if not len(idx):
+        return float("nan")
+    i = idx[-1]
+    return float(_scipy().optimize.brentq(f, grid[i], grid[i + 1], xtol=1e-10))
+
+
+def cov_excess_entropy(t: np.ndarray, n: int, d: int, var, weights) -> np.ndarray:
+    """Excess entropy ``f(t) = log(n)/d + 1/2 log Delta_t - sum_c pi_c 1/2 log Gamma_c`` (the
+    entropy of P_t per dimension with the classes' mixing entropy, at most log(K)/d, left out)."""
+    t = np.asarray(t, dtype=np.float64)
+    g = np.asarray(var)[None, :] * np.exp(-2 * t)[:, None] + (-np.expm1(-2 * t))[:, None]
+    return alpha(n, d) + 0.5 * np.log(-np.expm1(-2 * t)) - 0.5 * (np.asarray(weights)[None] * np.log(g)).sum(1)
+
+
+def cov_collapse_time(n: int, d: int, var, weights) -> float:
+    """The zero of :func:`cov_excess_entropy` (``t_C``)."""
+    f = lambda t: float(cov_excess_entropy(np.array([t]), n, d, var, weights)[0])  # noqa: E731
+    lo, hi = 1e-9, 1.0
+    while f(hi) < 0:
+        hi *= 2
+        if hi > 1e3:
+            return float("nan")
+    return float(_scipy().optimize.brentq(f, lo, hi, xtol=1e-12)) if f(lo) < 0 else float("nan")
+
+
+def cov_check(dataset: dict) -> None:
+    """The rules of a ``covariance_mixture`` dataset block that its schema cannot say (the
+    schema's ``x-check``, run at validation): one line on a mismatch of lengths, two identical
+    classes, or classes not told apart at this d."""
+    var, means, weights = cov_class_parameters(dataset)
+    first = cov_splits(int(dataset["d"]), var, means, weights)[0][2]
+    if not first > 0:
+        raise InputError(f"no two classes are told apart at d = {dataset['d']} (the first split's closed-form "
+                         "t_S is not > 0): raise d or the differences between the classes' variances or means")
+
+
+def _scipy():
+    """scipy's optimize and stats, imported on first use (the config layer imports this module)."""
+    import scipy
+    import scipy.optimize
+    import scipy.stats
+    return scipy

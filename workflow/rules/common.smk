@@ -10,7 +10,7 @@ from diffusion_regimes.config import (
     needs_t_S,
     result_keys,
 )
-from diffusion_regimes.scoremodels import registered_kinds, sampler_settings, score_kind, score_spec, trainable_kinds
+from diffusion_regimes.scoremodels import name_pattern, sampler_settings, score_kind, score_spec, trainable_kinds
 
 EXPERIMENTS = config["experiments"]
 # software of every rule for --software-deployment-method conda (the package itself
@@ -21,7 +21,7 @@ CONDA_ENV = "../envs/runtime.yaml"
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     group="|".join(sorted({c["group"] for c in EXPERIMENTS.values() if c["group"]})) or "no-group",
-    score="|".join(registered_kinds()),
+    score=name_pattern(),
     shard=r"\d+",
     step=r"\d+",
 
@@ -140,15 +140,24 @@ def group_members_param(wildcards):
 
 
 # ---- inputs
-def sampling_inputs(wildcards, with_classifier=True):
-    """Data, spectrum, the files the score model reads (its registry entry says which), and
-    the classifier where classes come from one."""
+def sampling_inputs(wildcards, with_classifier=True, checked=True):
+    """Data, spectrum, the files the score model reads (its registry entry says which), the
+    classifier where classes come from one, and for a network its sanity check (so that a
+    model that does not denoise the data stops before any measurement)."""
+    kind = score_kind(wildcards.score)
     inputs = {"data": paths.DATA.format(exp=wildcards.exp),
               "spectrum": paths.SPECTRUM.format(exp=wildcards.exp),
-              **score_kind(wildcards.score).inputs(wildcards.exp, exp_cfg(wildcards))}
+              **kind.inputs(wildcards.exp, exp_cfg(wildcards))}
     if with_classifier and needs_classifier(exp_cfg(wildcards)):
         inputs["classifier"] = paths.CLASSIFIER.format(exp=wildcards.exp)
+    if checked and kind.network and exp_cfg(wildcards)["sanity"]["enabled"]:
+        inputs["sanity"] = paths.SANITY.format(exp=wildcards.exp, score=wildcards.score)
     return inputs
+
+
+def sanity_inputs(wildcards):
+    return {**sampling_inputs(wildcards, with_classifier=False, checked=False),
+            "reference": paths.REFERENCE.format(exp=wildcards.exp)}
 
 
 def uturn_inputs(wildcards):
@@ -210,6 +219,22 @@ def group_inputs(wildcards):
             "theory": [paths.THEORY.format(exp=e) for e in members],
             "entropy": [paths.ENTROPY.format(exp=e) for e in members],
             "cloning": [paths.CLONING.format(exp=e, score=s[0]) for e, s in members.items()]}
+
+
+def dimension_groups():
+    """The groups whose members differ in their dimension d (a grid over d)."""
+    return [g for g, members in groups().items()
+            if len({EXPERIMENTS[e]["dataset"].get("d") for e in members} - {None}) > 1]
+
+
+def group_speciation_inputs(wildcards):
+    """Per member of the group, in order: data, spectrum, theory, the cloning table of its
+    first score model, and that model's U-turns when the group measures them."""
+    members = groups()[wildcards.group]
+    out = {k: v for k, v in group_inputs(wildcards).items() if k != "entropy"}
+    if all(EXPERIMENTS[e]["uturn"]["enabled"] for e in members):
+        out["uturn"] = [paths.UTURN.format(exp=e, score=s[0]) for e, s in members.items()]
+    return out
 
 
 # ---- memorisation study (memorisation.enabled): snapshots, their measurements, gathers
@@ -356,7 +381,7 @@ def groups():
 
 
 def all_outputs():
-    outs = [paths.SUMMARY, paths.TABLE1, paths.TABLE1_MD]
+    outs = [paths.SUMMARY, paths.TABLE1, paths.TABLE1_MD, paths.REPORT_LANDING]
     for exp, cfg in EXPERIMENTS.items():
         outs += [paths.FIG_PHI.format(exp=exp), paths.FIG_COLLAPSE.format(exp=exp)]
         if is_image(cfg):
@@ -365,6 +390,8 @@ def all_outputs():
             outs.append(paths.FIG_SYMMETRY.format(exp=exp))
     for group in groups():
         outs += [paths.FIG_GROUP_SPECIATION.format(group=group), paths.FIG_GROUP_COLLAPSE.format(group=group)]
+    for group in dimension_groups():
+        outs += [paths.GROUP_SPECIATION.format(group=group), paths.FIG_GROUP_T_S.format(group=group)]
     outs += [paths.FIG_MEMORISATION.format(exp=exp) for exp in memorisation_experiments()]
     for group in memorisation_groups():
         outs += [t.format(group=group) for t in (paths.GROUP_MEMORISATION, paths.FIG_GROUP_MEMORISED, paths.FIG_GROUP_TAU,

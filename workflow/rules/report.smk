@@ -1,8 +1,10 @@
 localrules:
     figures,
+    landing,
     samples,
     symmetry_figure,
     group_figures,
+    group_speciation,
 
 
 rule figures:
@@ -103,6 +105,52 @@ rule group_figures:
         f"{paths.LOGS}/groups/{{group}}/figures.log",
     benchmark:
         f"{paths.BENCHMARKS}/groups/{{group}}/figures.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule group_speciation:
+    input:
+        unpack(group_speciation_inputs),
+    output:
+        table=paths.GROUP_SPECIATION,
+        figure=report(
+            paths.FIG_GROUP_T_S,
+            caption="../report/group_t_S.rst",
+            category="{group}",
+            subcategory="speciation",
+        ),
+    params:
+        group="{group}",
+        members=group_members_param,
+    log:
+        f"{paths.LOGS}/groups/{{group}}/speciation.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/groups/{{group}}/speciation.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
+rule landing:
+    input:
+        summary=paths.SUMMARY,
+        phi=expand(paths.FIG_PHI, exp=list(EXPERIMENTS)),
+        collapse=expand(paths.FIG_COLLAPSE, exp=list(EXPERIMENTS)),
+    output:
+        landing=report(paths.REPORT_LANDING, caption="../report/landing.rst", category="Summary"),
+    params:
+        experiments=list(EXPERIMENTS),
+    log:
+        f"{paths.LOGS}/landing.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/landing.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=minutes(5),
     conda:
         CONDA_ENV
     script:

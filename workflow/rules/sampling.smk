@@ -108,6 +108,30 @@ rule collapse:
         "../scripts/stage.py"
 
 
+rule sanity:
+    input:
+        unpack(sanity_inputs),
+    output:
+        sanity=paths.SANITY,
+    params:
+        exp="{exp}",
+        score=score_param,
+        name="{score}",
+        sanity=experiment("sanity"),
+        seed=config["seed"],
+    log:
+        log_path("sanity", per_score=True),
+    benchmark:
+        bench_path("sanity", per_score=True)
+    resources:
+        mem_mb=2000,
+        runtime=minutes(10),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/stage.py"
+
+
 rule uturn:
     input:
         unpack(uturn_inputs),

@@ -99,6 +99,17 @@ class DataModel:
         nan = np.full_like(t, np.nan)
         return {"phi": nan, "f": nan}, {}
 
+    def speciation_time(self, Lambda: float) -> float:
+        """The t_S that branch times in units of t_S refer to and that the measured t_S is
+        compared with: ``1/2 log Lambda`` (Lambda: the spectrum's top eigenvalue), unless the
+        model's classes speciate otherwise (``covariance_mixture``: by their covariance)."""
+        from ..schedule import speciation_time
+
+        return speciation_time(Lambda)
+
+    #: what :meth:`speciation_time` is, for the metadata
+    speciation_rule: ClassVar[str] = "1/2 log Lambda"
+
     def reference_lambda(self) -> float | None:
         """Lambda of the paper's Table 1 for this data set and size, where it has one."""
         return None

@@ -6,9 +6,12 @@ The subset of an image source: two classes (by index or name), all their images 
 ``per_class`` of each drawn with the seed (balanced, in source order), of which a
 fraction ``holdout`` of each class is held out as the reference set of the
 memorisation null; brought to ``size`` x ``size`` by the recipe, pixels in [0, 1]
-centred by the per-channel mean of the training split (kept in the metadata) and
-optionally divided by its per-channel std, flattened to float32 vectors of length
-``d = C*H*W``. Labels are the position of the source class in the config's ``classes``.
+(or ``pixel_range``: the range a model was trained on, e.g. [-1, 1]) centred by the
+per-channel mean of the training split (kept in the metadata; ``centre: false`` keeps
+the pixels uncentred, the mean recorded as 0) and optionally divided by its per-channel
+std, flattened to float32 vectors of length ``d = C*H*W``. The draw (``per_class`` and
+the held-out split) uses the subset stage's generator: ``split_seed`` where given.
+Labels are the position of the source class in the config's ``classes``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ def select_classes(labels: np.ndarray, classes: list[int], per_class: int | None
     keep, labels = np.concatenate(picks), np.concatenate(subset_labels)
     order = np.argsort(keep, kind="stable")
     return keep[order], labels[order]
+
+
+def pixel_range(dataset: dict) -> tuple[float, float]:
+    """(lo, hi): the range a dataset block brings pixels to, [0, 1] by default."""
+    lo, hi = (float(v) for v in dataset.get("pixel_range") or (0.0, 1.0))
+    if not hi > lo:
+        raise InputError(f"dataset.pixel_range {[lo, hi]}: the first value must be below the second "
+                         "(e.g. [0, 1] or [-1, 1])")
+    return lo, hi
 
 
 class ImageSource(DataModel):
@@ -104,14 +116,18 @@ class ImageSource(DataModel):
         if held.all():
             raise InputError(f"dataset.holdout={dataset.get('holdout')} holds out every image: lower it")
         train = torch.as_tensor(~held)
-        mean = img[train].mean(dim=(0, 2, 3))  # the training split's statistics, for both splits
+        lo, hi = pixel_range(dataset)
+        img = lo + (hi - lo) * img
+        # the training split's statistics, for both splits
+        mean = img[train].mean(dim=(0, 2, 3)) if dataset.get("centre", True) else torch.zeros(img.shape[1])
         img = img - mean[None, :, None, None]
         std = img[train].std(dim=(0, 2, 3)) if dataset.get("standardize") else torch.ones(img.shape[1])
         img = img / std.clamp_min(1e-12)[None, :, None, None]
         meta = {"shape": list(img.shape[1:]), "mean": mean.tolist(), "std": std.tolist(),
                 "standardized": bool(dataset.get("standardize")), "classes": list(dataset["classes"]),
                 "class_names": [src.class_names[c] for c in classes], "source": cls.name,
-                "holdout": float(dataset.get("holdout", 0.0))}
+                "holdout": float(dataset.get("holdout", 0.0)), "pixel_range": [lo, hi],
+                "centred": bool(dataset.get("centre", True))}
         index = np.asarray(src.index[keep])
         ref = Subset(img[~train].flatten(1), labels[held], index[held], dict(meta))
         return Subset(img[train].flatten(1), labels[~held], index[~held], meta, reference=ref)

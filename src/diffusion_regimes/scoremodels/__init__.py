@@ -30,6 +30,8 @@ classes import what they build inside :meth:`ScoreModel.build`.
 
 from __future__ import annotations
 
+import contextvars
+import re
 from typing import Any, ClassVar
 
 from ..errors import ConfigError, InputError
@@ -41,6 +43,9 @@ DATA_KINDS = ("solvable", "images")
 #: how a message names each data kind
 NEEDS = {"solvable": "a solvable data model", "images": "image data"}
 #: the two sampler blocks of an experiment
+#: whether validation reads the files of models kept outside the project (the config's
+#: ``check_models``; a kind's :meth:`ScoreModel.check` skips them when False)
+MODEL_FILES: contextvars.ContextVar[bool] = contextvars.ContextVar("model_files", default=True)
 SAMPLER_BLOCKS = ("sampler", "network_sampler")
 
 
@@ -75,6 +80,20 @@ class ScoreModel:
     #: whether its score runs code from outside the project (an entry point, a downloaded
     #: model): an exception it raises is then one line naming the model, not a traceback
     user_code: ClassVar[bool] = False
+    #: whether an experiment may hold several models of the kind, named ``{name}_{label}``
+    #: (:meth:`variant`); ``label`` is that of a variant, None for the kind itself
+    labelled: ClassVar[bool] = False
+    label: ClassVar[str | None] = None
+
+    @classmethod
+    def variant(cls, label: str) -> type[ScoreModel]:
+        """Of a labelled kind: the same kind under the name ``{name}_{label}`` (its own score
+        name, results folder and settings), made once per label."""
+        key = (cls, label)
+        if key not in _VARIANTS:
+            _VARIANTS[key] = type(f"{cls.__name__}_{label}", (cls,),
+                                  {"name": f"{cls.name}_{label}", "label": label, "__module__": cls.__module__})
+        return _VARIANTS[key]
 
     # --- torch-free: the workflow and the configuration layer
     @classmethod
@@ -86,9 +105,27 @@ class ScoreModel:
     def spec(cls, exp_cfg: dict, device: str) -> dict:
         """The score model of an experiment as plain values, the one parameter of the jobs that
         sample it: ``kind``, ``settings``, ``sampler`` (the settings of its sampler block that
-        matter) and ``device`` (None for kinds that are not networks)."""
-        return {"kind": cls.name, "settings": cls.settings(exp_cfg),
+        matter) and ``device`` (None for kinds that are not networks); and ``provenance`` for
+        kinds whose model lives in files of their own (:meth:`provenance`)."""
+        spec = {"kind": cls.name, "settings": cls.settings(exp_cfg),
                 "sampler": sampler_settings(exp_cfg[cls.sampler]), "device": device if cls.network else None}
+        found = cls.provenance(exp_cfg)
+        if found is not None:
+            spec["provenance"] = found
+        return spec
+
+    @classmethod
+    def training_data(cls, settings: Any) -> dict | None:
+        """The data its model records it was trained on (``source``, ``source_index``: positions
+        in the source), where it records them; None otherwise (the workflow's own networks are
+        trained on the experiment's subset)."""
+        return None
+
+    @classmethod
+    def provenance(cls, exp_cfg: dict) -> dict | None:
+        """What identifies the model measured, for the metadata of every table written for it
+        and the summary (``id``: one line of it): None when the config says it all."""
+        return None
 
     @classmethod
     def inputs(cls, exp: str, exp_cfg: dict) -> dict[str, str | list[str]]:
@@ -154,9 +191,29 @@ REGISTRY: dict[str, type[ScoreModel]] = _registry.classes
 register = _registry.register
 
 
+#: (kind, label) -> the variant class of a labelled kind
+_VARIANTS: dict[tuple[type, str], type[ScoreModel]] = {}
+#: the label of a variant's name, ``{kind}_{label}``
+LABEL = "[A-Za-z0-9]+"
+
+
 def score_kind(name: str) -> type[ScoreModel]:
-    """The score model class registered under ``name``."""
-    return _registry.get(name)
+    """The score model class registered under ``name``, or the variant ``{kind}_{label}`` of a
+    labelled kind."""
+    try:
+        return _registry.get(name)
+    except InputError:
+        for kind, cls in _registry.all().items():
+            if cls.labelled and re.fullmatch(f"{re.escape(kind)}_({LABEL})", name):
+                return cls.variant(name[len(kind) + 1:])
+        raise
+
+
+def name_pattern() -> str:
+    """A regular expression of every score model name: the registered ones and the variants of
+    the labelled kinds (the workflow's ``{score}`` wildcard)."""
+    kinds = registered_kinds()
+    return "|".join([f"{re.escape(n)}_{LABEL}" for n, c in kinds.items() if c.labelled] + list(kinds))
 
 
 def registered_kinds() -> dict[str, type[ScoreModel]]:

@@ -13,10 +13,11 @@ from .analysis import entropy, entropy_shard, summary, symmetry, table1, theory
 from .data import spectrum, subset
 from .memorisation import memorisation, memorisation_figure, memorisation_group, memorisation_snapshot, train_snapshot
 from .models import classifier, train
-from .report import figures, group_figures, samples, symmetry_figure
-from .sampling import cloning, cloning_shard, collapse, collapse_shard, uturn
+from .report import figures, group_figures, group_speciation, landing, samples, symmetry_figure
+from .sampling import cloning, cloning_shard, collapse, collapse_shard, sanity, uturn
 
 __all__ = ["classifier", "cloning", "cloning_shard", "collapse", "collapse_shard", "entropy", "entropy_shard",
-           "figures", "group_figures", "memorisation", "memorisation_figure", "memorisation_group",
-           "memorisation_snapshot", "samples", "spectrum", "subset", "summary", "symmetry", "symmetry_figure",
+           "figures", "group_figures", "group_speciation", "landing", "memorisation", "memorisation_figure",
+           "memorisation_group",
+           "memorisation_snapshot", "samples", "sanity", "spectrum", "subset", "summary", "symmetry", "symmetry_figure",
            "table1", "theory", "train", "train_snapshot", "uturn"]

@@ -23,3 +23,10 @@ def score_of(score: dict, x, meta: dict, input: dict):
     ``input`` holds the files the kind declared (:meth:`ScoreModel.inputs`)."""
     model = for_meta(meta)
     return build_score(score, x, model, dict(input)), model
+
+
+def provenance(score: dict | list[dict]) -> dict:
+    """The ``provenance`` of a score spec (or the first of shard metadata) and its one line,
+    ``model``, for a table's metadata; empty for kinds whose config says it all."""
+    found = (score[0] if isinstance(score, list) else score).get("provenance")
+    return {"provenance": found, "model": found["id"]} if found else {}

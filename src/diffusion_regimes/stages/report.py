@@ -38,8 +38,41 @@ def group_figures(input: dict, output: dict, group: str, members: dict, grid_key
     plots.group_collapse_figure(group, files, Path(output["collapse"]), grid_keys)
 
 
+def group_speciation(input: dict, output: dict, group: str, members: dict) -> None:
+    """t_S (and t_U) against d over a group whose members differ in d
+    (:func:`diffusion_regimes.cloning.dimension_scaling`): the table and its figure."""
+    from .. import plots
+    from ..cloning import dimension_scaling
+    from ..io import make_metadata, read_metadata, write_table
+
+    per = {key: by_key(list(members), input[key], key) for key in ("data", "spectrum", "theory", "cloning")}
+    uturns = by_key(list(members), input["uturn"], "uturn") if input.get("uturn") else {}
+    read = {exp: (read_metadata(per["data"][exp], "subset"), read_metadata(per["spectrum"][exp], "spectrum"),
+                  read_metadata(per["theory"][exp], "theory"), read_metadata(per["cloning"][exp], "cloning"),
+                  read_metadata(uturns[exp], "uturn") if exp in uturns else None) for exp in members}
+    table, results = dimension_scaling(read)
+    write_table(table, output["table"], make_metadata("group_speciation", {"group": group}, None, results))
+    plots.dimension_scaling_figure(group, table, results, Path(output["figure"]))
+
+
 def samples(input: dict, output: dict, exp: str, scores: list[str]) -> None:
     """Samples of each score model: the trunk, its denoised estimates and the clones."""
     from .. import plots
 
     plots.samples_figure(exp, input["data"], by_key(scores, input["snapshots"], "snapshots"), Path(output["samples"]))
+
+
+def landing(input: dict, output: dict, experiments: list[str]) -> None:
+    """The report's landing section (:func:`diffusion_regimes.summary.landing_rst`): the
+    headline numbers and every experiment's speciation and collapse figures."""
+    from .. import summary as summary_mod
+    from ..io import atomic_path, read_table
+
+    summ, _ = read_table(input["summary"], stage="summary")
+    phi, collapse = by_key(experiments, input["phi"], "phi"), by_key(experiments, input["collapse"], "collapse")
+    figures = {}
+    for exp in experiments:
+        figures[f"{exp}: speciation, phi(t) against the theory and the data's references"] = phi[exp]
+        figures[f"{exp}: collapse, the excess entropy and the trajectories"] = collapse[exp]
+    with atomic_path(output["landing"]) as tmp:
+        tmp.write_text(summary_mod.landing_rst(summ, figures), encoding="utf-8")

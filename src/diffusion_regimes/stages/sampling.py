@@ -11,12 +11,15 @@ import pyarrow.parquet as pq
 
 from .. import cloning as cloning_mod
 from .. import collapse as collapse_mod
+from .. import sanity as sanity_mod
 from .. import uturn as uturn_mod
 from ..classifier import labeller
 from ..data import load_subset
 from ..errors import InputError
 from ..io import concat_tables, make_metadata, read_metadata, write_table
-from .common import score_of
+from ..scoremodels import score_kind
+from ..seeding import Stream, derive_seed
+from .common import provenance, score_of
 
 log = logging.getLogger("diffusion_regimes")
 
@@ -30,6 +33,7 @@ def cloning_shard(input: dict, output: dict, exp: str, score: dict, cloning: dic
     label, accuracy = labeller(model, input.get("classifier"), min_accuracy, device)
     labels, snaps, results, cfg = cloning_mod.shard(fn, score["kind"], label, accuracy, score["sampler"], x.shape[1],
                                                     spec["t_S"], cloning, seed, exp, shard)
+    results.update(provenance(score))
     write_table(labels, output["labels"], make_metadata("cloning_shard", cfg, seed, results))
     write_table(snaps, output["snapshots"], make_metadata("cloning_shard", cfg, seed, {"shape": meta["shape"]}))
     log.info("cloning %s shard %d: blocks %s, nfe %d", score["kind"], shard, results["blocks"], results["nfe"])
@@ -44,6 +48,7 @@ def cloning(input: dict, output: dict, exp: str, score: str, cloning: dict, seed
     times, trunk, clone, metas = cloning_mod.read_labels(list(input["labels"]))
     table, results, cfg = cloning_mod.gather(times, trunk, clone, metas, for_meta(meta), spec["t_S"],
                                              spec["Lambda"], cloning, seed, exp, score)
+    results.update(provenance(metas))
     write_table(table, output["cloning"], make_metadata("cloning", cfg, seed, results))
     read_metadata(input["snapshots"][0], "cloning_shard")
     snaps = pq.read_table(input["snapshots"][0]).replace_schema_metadata(None)
@@ -62,6 +67,7 @@ def collapse_shard(input: dict, output: dict, exp: str, score: dict, collapse: d
     fn, _ = score_of(score, x, meta, input)
     table, pairs, results, cfg = collapse_mod.shard(fn, score["kind"], x, x_ref, score["sampler"], spec["t_S"],
                                                     collapse, block, seed, exp, shard)
+    results.update(provenance(score))
     write_table(table, output["times"], make_metadata("collapse_shard", cfg, seed, results))
     write_table(pairs, output["pairs"], make_metadata("collapse_shard", cfg, seed, results))
 
@@ -71,6 +77,7 @@ def collapse(input: dict, output: dict, exp: str, score: str, collapse: dict, se
     table = concat_tables(input["times"], "trajectory", "collapse_shard")
     times, trunk, clone, metas = cloning_mod.read_labels(list(input["pairs"]))
     phi_c, results, cfg = collapse_mod.gather(table, times, trunk, clone, metas, collapse, seed, exp, score)
+    results.update(provenance(metas))
     write_table(table, output["times"], make_metadata("collapse", cfg, seed, results))
     write_table(phi_c, output["phi_c"], make_metadata("collapse", cfg, seed, results))
     log.info("collapse %s: mean t_collapse %.4g", score, results["t_C_measured"])
@@ -90,6 +97,27 @@ def uturn(input: dict, output: dict, exp: str, score: dict, uturn: dict, min_acc
                              "start from the training points or hold some out")
     table, results, cfg = uturn_mod.measure(fn, score["kind"], x, label, accuracy, score["sampler"], spec["t_S"],
                                             uturn, seed, exp)
+    results.update(provenance(score))
     write_table(table, output["uturn"], make_metadata("uturn", cfg, seed, results))
     log.info("uturn %s: phi_U crosses at t = %.4g +- %.2g (t_S = %.4g), %d points from the %s set", score["kind"],
              results["t_U_measured"], results["t_U_measured_se"], spec["t_S"], results["n_points"], uturn["start"])
+
+
+def sanity(input: dict, output: dict, exp: str, score: dict, name: str, sanity: dict, seed: int) -> None:
+    """The sanity check of a network score before it is measured
+    (:func:`diffusion_regimes.sanity.check`): a model that does not denoise the data stops
+    here with one line."""
+    x, _, meta = load_subset(input["data"])
+    x_ref, _, _ = load_subset(input["reference"])
+    fn, model = score_of(score, x, meta, input)
+    table, results = sanity_mod.check(fn, x, x_ref, meta, f"{exp}/{name}", derive_seed(seed, exp, name, Stream.SANITY),
+                                      model.kind == "images", sanity["max_ratio"])
+    results.update(provenance(score))
+    recorded = score_kind(score["kind"]).training_data(score["settings"])
+    results["training_reference_overlap"] = sanity_mod.reference_overlap(recorded, input["reference"], input["data"],
+                                                                         f"{exp}/{name}")
+    write_table(table, output["sanity"], make_metadata("sanity", {**sanity, "levels": list(sanity_mod.LEVELS)}, seed,
+                                                       results))
+    log.info("sanity %s: denoising ratio %.3g +- %.2g on training points (noise %g of the data's std; at most "
+             "%g passes)", name, results["ratio_training"], results["ratio_training_se"], results["level"],
+             sanity["max_ratio"])
