@@ -310,7 +310,7 @@ def cov_crossing(d: int, var, means, weights, group=None, t_max: float = 20.0) -
     groups = [] if group is None else [group]
     f = lambda t: cov_phi(np.array([t]), d, var, means, weights, groups)[key][0] - PHI_AT_T_S  # noqa: E731
     grid = np.linspace(0.0, t_max, 81)[1:]
-    vals = np.array([f(x) for x in grid])
+    vals = cov_phi(grid, d, var, means, weights, groups)[key] - PHI_AT_T_S
     idx = np.nonzero(vals[:-1] * vals[1:] <= 0)[0]
     if not len(idx):
         return float("nan")

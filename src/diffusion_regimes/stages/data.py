@@ -37,15 +37,14 @@ def spectrum(input: dict, output: dict, spectrum: dict, require_t_S: bool = True
     model = for_meta(meta)
     results.update(t_S_half_log_Lambda=results["t_S"], t_S=model.speciation_time(results["Lambda"]),
                    t_S_rule=model.speciation_rule)
-    if require_t_S and model.speciation_rule != DataModel.speciation_rule and not results["t_S"] > 0:
-        raise InputError(f"{input['data']}: the closed-form t_S of {meta['source']} is {results['t_S']:.3g} (not "
-                         "> 0): its classes are not told apart at this d; raise d or the classes' differences")
-    if require_t_S and model.speciation_rule == DataModel.speciation_rule and results["Lambda"] <= 1:
-        raise InputError(f"{input['data']}: the top covariance eigenvalue Lambda = {results['Lambda']:.3g} <= 1, so "
-                         f"t_S = 1/2 log Lambda <= 0 and times in units of t_S are meaningless: for images raise "
+    if require_t_S and not results["t_S"] > 0:
+        why = (f"the top covariance eigenvalue Lambda = {results['Lambda']:.3g} <= 1, so t_S = 1/2 log Lambda <= 0"
+               if model.speciation_rule == DataModel.speciation_rule else
+               f"the closed-form t_S of {meta['source']} is {results['t_S']:.3g}, not > 0")
+        raise InputError(f"{input['data']}: {why}, and times in units of t_S are meaningless: for images raise "
                          "dataset.size (the digits need 16); otherwise give cloning.time_unit: ou and no "
                          "collapse or symmetry times")
-    results.update(source=meta["source"], Lambda_paper=for_meta(meta).reference_lambda())
+    results.update(source=meta["source"], Lambda_paper=model.reference_lambda())
     write_table(table, output["spectrum"], make_metadata("spectrum", spectrum, None, results))
     log.info("spectrum: Lambda=%.4g (all channels %.4g, channel 0 %.4g) t_S=%.4g", results["Lambda"],
              results["Lambda_all"], results["Lambda_channel0"], results["t_S"])
