@@ -29,6 +29,20 @@ def test_the_exact_score_is_the_gradient_of_the_log_density(means):
         assert torch.allclose(score(x, t), grad, atol=1e-10, rtol=1e-8)
 
 
+def test_the_float32_score_at_large_d_matches_float64():
+    """The reductions run in x's dtype: at d = 16 384 the float32 posterior stays within 0.01
+    of the float64 one at the speciation time (where it matters) and at t = 0.05."""
+    var, mu, w = cv.cov_class_parameters({"variances": [0.5, 1.5], "means": [0.1, -0.1]})
+    score = CovarianceMixtureScore(var, mu, w)
+    d = 16384
+    x = torch.randn(64, d, dtype=torch.float64) * torch.linspace(0.6, 1.4, 64, dtype=torch.float64)[:, None]
+    for t in (0.05, 0.25 * math.log(d / 8)):
+        w64 = torch.softmax(score.logits(x, t), 1)
+        w32 = torch.softmax(score.logits(x.float(), t), 1)
+        assert (w64 - w32).abs().max() < 0.01
+        assert torch.allclose(score(x.float(), t).double(), score(x, t), rtol=1e-4, atol=1e-4)
+
+
 def test_the_quadrature_of_phi_equals_monte_carlo_of_the_posterior():
     d, var, mu, w = 48, np.array([0.4, 1.0, 2.2]), np.array([0.0, 0.15, 0.0]), np.array([0.3, 0.3, 0.4])
     score = CovarianceMixtureScore(var, mu, w)

@@ -92,13 +92,16 @@ class CovarianceMixtureScore:
 
     def logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """``log pi_c + log N(x; mu_c u e^{-t}, Gamma_c I)`` (B, K), float64, differentiable.
-        Only the reductions |x|^2 and x.u are accumulated in float64 (no float64 copy of x)."""
+        The reductions |x|^2 and x.u are taken in x's dtype (float32: blocked sums, relative
+        error ~1e-6, i.e. ~0.02 in a log-likelihood ratio at d = 16 384, far below its O(1)
+        spread) and combined in float64; no float64 copy of x is made."""
         g = self._gamma(t)
         d = x.shape[1]
         m = self.mu * math.exp(-t)
-        sq = (x * x).sum(1, keepdim=True, dtype=torch.float64)
-        s1 = x.sum(1, keepdim=True, dtype=torch.float64)
-        dist = sq - 2 * s1 * m + d * m * m  # |x - m_c u|^2
+        sq = torch.linalg.vector_norm(x, dim=1, keepdim=True).to(torch.float64) ** 2
+        dist = sq + d * m * m  # |x - m_c u|^2
+        if bool((self.mu != 0).any()):
+            dist = dist - 2 * x.sum(1, keepdim=True).to(torch.float64) * m
         return self.log_w - 0.5 * d * torch.log(2 * math.pi * g) - dist / (2 * g)
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -108,7 +111,7 @@ class CovarianceMixtureScore:
         w = torch.softmax(self.logits(x, t), 1) / g  # (B, K)
         a = (w * self.mu * math.exp(-t)).sum(1, keepdim=True).to(x.dtype)
         b = w.sum(1, keepdim=True).to(x.dtype)
-        return a - b * x
+        return torch.addcmul(a, b, x, value=-1.0)
 
     def log_density(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """``log P_t(x)`` (B,), differentiable (for tests against autograd)."""
