@@ -111,6 +111,12 @@ def test_a_config_whose_model_does_not_exist_yet_validates_without_reading_it(tm
     raw = yaml.safe_load(config.read_text())
     cfg = validate_config({**raw, "check_models": False})
     assert cfg["experiments"]["digits"]["scores"] == ["external"]
+    # the README's command for the subset, through Snakemake (which leaves ``false`` a string)
+    from test_bad_input import snakemake
+
+    proc = snakemake(tmp_path / "work", "results/digits/data.parquet", configfile=config,
+                     extra=("--config", "check_models=false", "-n"))
+    assert proc.returncode == 0 and "rule subset" in proc.stdout, proc.stderr[-1500:]
     folder = tmp_path / "models/diffusers-digits"
     folder.mkdir(parents=True)
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
@@ -149,6 +155,16 @@ def test_report_without_results_and_the_console_summary(tmp_path, capsys):
     assert "0.292 ± 0.067" in line and "0.355 ± 0.010" in line and "0.000 ± 0.000 (null 0.000)" in line
     assert "0.041 [0.020, 0.080]" in line and line.split()[:2] == ["digits", "unet"] and "0.355 ± 0.010 / -" in line
     assert " - " in line  # no U-turns: shown as missing, not as a number
+    # the report's landing: one narrow table per experiment (quantities down, scores across), so
+    # that it fits the report's description column beside the rule graph; docutils renders it
+    from docutils.core import publish_parts
+
+    from diffusion_regimes.summary import landing_rst
+    rst = landing_rst(read_table(tmp_path / "summary.parquet")[0], {})
+    assert ".. list-table:: digits" in rst and "   * - t_U\n     - -\n" in rst
+    assert "   * - score\n     - unet\n   * - t_S theory\n     - 0.413\n" in rst
+    html = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["html_body"]
+    assert "system-message" not in html and html.count("<tr") == 1 + 8  # the score row and 8 quantities
 
 
 @pytest.mark.parametrize("edit, words", [

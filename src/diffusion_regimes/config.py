@@ -429,7 +429,8 @@ def typed_overrides(config: dict, overrides: Mapping) -> None:
     64}}}'``) with YAML's base loader, which leaves every scalar inside it a string, and
     merges it into the config; here each such scalar is read as a YAML file would read it
     (``64`` an integer, ``true`` a boolean, ``null`` None) and merged again. Top-level
-    scalars (``seed=3``) are typed by Snakemake already."""
+    numbers (``seed=3``) are typed by Snakemake already; a top-level string
+    (``check_models=false``) is read the same way."""
     def typed(value):
         if isinstance(value, dict):
             return {k: typed(v) for k, v in value.items()}
@@ -450,7 +451,8 @@ def typed_overrides(config: dict, overrides: Mapping) -> None:
             else:
                 into[key] = value
 
-    merge(config, {key: typed(value) for key, value in overrides.items() if isinstance(value, (dict, list))})
+    # Snakemake types a top-level number (seed=3) but leaves a boolean a string (check_models=false)
+    merge(config, {key: typed(value) for key, value in overrides.items() if isinstance(value, (dict, list, str))})
 
 
 def load_yaml(path: str | Path) -> dict:

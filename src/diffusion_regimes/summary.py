@@ -76,6 +76,25 @@ def _pm(value, se, digits: int = 3) -> str:
     return f"{value:.{digits}f}" + ("" if se is None or pd.isna(se) else f" ± {se:.{digits}f}")
 
 
+def _headline_fields(get) -> dict[str, str]:
+    """One summary row's headline numbers as text, one quantity each (``-``: missing);
+    ``get`` reads a column of the row."""
+    theory, half = get("t_S_theory"), get("t_S_half_log_Lambda")
+    return {
+        "t_S theory": _pm(theory, None),
+        # a data model whose t_S is not ½ log Λ (the covariance mixture) keeps ½ log Λ beside it
+        "½ log Λ": "-" if half is None or pd.isna(half) or half == theory else f"{half:.3f}",
+        "t_S measured": _pm(get("t_S_measured"), get("t_S_measured_se")),
+        "t_S φ_G": _pm(get("t_S_gaussian"), get("t_S_gaussian_se")),
+        "t_S φ_H": _pm(get("t_S_heldout"), get("t_S_heldout_se")),
+        "t_U": _pm(get("t_U_measured"), get("t_U_measured_se")),
+        "memorised": _pm(get("memorised_fraction"), get("memorised_fraction_se")),
+        "memorised, null": _pm(get("memorised_fraction_null"), None),
+        "t_C entropy [band]": ("-" if pd.isna(get("t_C_entropy")) else
+                               f"{get('t_C_entropy'):.3f} [{get('t_C_entropy_lo'):.3f}, {get('t_C_entropy_hi'):.3f}]"),
+    }
+
+
 def headline_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The summary's headline numbers as text, one row per (experiment, score): the theory's
     t_S (½ log Λ, or the data model's closed form with ½ log Λ beside it), t_S
@@ -83,21 +102,12 @@ def headline_rows(df: pd.DataFrame) -> pd.DataFrame:
     against its null, and the entropy's t_C with its band; a missing value is ``-``."""
     rows = []
     for r in df.itertuples():
-        get = r._asdict().get
-        band = ("-" if pd.isna(get("t_C_entropy")) else
-                f"{get('t_C_entropy'):.3f} [{get('t_C_entropy_lo'):.3f}, {get('t_C_entropy_hi'):.3f}]")
-        memo = ("-" if pd.isna(get("memorised_fraction")) else
-                f"{_pm(get('memorised_fraction'), get('memorised_fraction_se'))} (null "
-                f"{_pm(get('memorised_fraction_null'), None)})")
-        refs = " / ".join(_pm(get(k), get(f"{k}_se")) for k in ("t_S_gaussian", "t_S_heldout"))
-        theory = _pm(get("t_S_theory"), None)
-        if not pd.isna(get("t_S_half_log_Lambda")) and get("t_S_half_log_Lambda") != get("t_S_theory"):
-            theory += f" (½ log Λ {get('t_S_half_log_Lambda'):.3f})"  # a model whose t_S is not ½ log Λ
+        f = _headline_fields(r._asdict().get)
+        theory = f["t_S theory"] + ("" if f["½ log Λ"] == "-" else f" (½ log Λ {f['½ log Λ']})")
+        memo = "-" if f["memorised"] == "-" else f"{f['memorised']} (null {f['memorised, null']})"
         rows.append({"experiment": r.experiment, "score": r.score, "t_S theory": theory,
-                     "t_S measured": _pm(get("t_S_measured"), get("t_S_measured_se")),
-                     "t_S φ_G / φ_H": refs,
-                     "t_U": _pm(get("t_U_measured"), get("t_U_measured_se")),
-                     "memorised (null)": memo, "t_C entropy [band]": band})
+                     "t_S measured": f["t_S measured"], "t_S φ_G / φ_H": f"{f['t_S φ_G']} / {f['t_S φ_H']}",
+                     "t_U": f["t_U"], "memorised (null)": memo, "t_C entropy [band]": f["t_C entropy [band]"]})
     return pd.DataFrame(rows)
 
 
@@ -112,17 +122,24 @@ def console(path) -> str:
 
 
 def landing_rst(summary: pd.DataFrame, figures: dict[str, str]) -> str:
-    """The report's landing section (reStructuredText): the headline numbers as a table and
-    the given figures (``figures``: caption -> PNG path) inline, as data URIs, so that the
+    """The report's landing section (reStructuredText): the headline numbers as one narrow
+    table per experiment (quantities down, score models across: the report's description
+    column is about 500 px wide, and a wide table would run under the rule graph beside it)
+    and the given figures (``figures``: caption -> PNG path) inline, as data URIs, so that the
     report opens on the results."""
     import base64
     from pathlib import Path
 
-    table = headline_rows(summary)
-    lines = ["Results", "-------", "", ".. list-table:: The headline numbers (all columns: the Summary category, "
-             "summary.tsv)", "   :header-rows: 1", ""]
-    for row in [list(table.columns)] + table.astype(str).values.tolist():
-        lines += [f"   * - {row[0]}"] + [f"     - {cell}" for cell in row[1:]]
+    lines = ["Results", "-------", "", "The headline numbers (every column: the Summary category, summary.tsv; "
+             "``-``: not measured or not crossed)."]
+    for exp, rows in summary.groupby("experiment", sort=False):
+        fields = [_headline_fields(r._asdict().get) for r in rows.itertuples()]
+        # every quantity, "-" where not measured; ½ log Λ only where it is not the theory's t_S
+        keys = [k for k in fields[0] if k != "½ log Λ" or any(f[k] != "-" for f in fields)]
+        lines += ["", f".. list-table:: {exp}", "   :header-rows: 1", "   :stub-columns: 1", "",
+                  "   * - score"] + [f"     - {s}" for s in rows["score"]]
+        for k in keys:
+            lines += [f"   * - {k}"] + [f"     - {f[k]}" for f in fields]
     for caption, png in figures.items():
         uri = "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode()
         # the URI over lines of 1000 characters (docutils joins them; it refuses lines over 10 000)
