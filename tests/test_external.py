@@ -386,11 +386,11 @@ def test_a_model_trained_on_minus_one_to_one_is_measured_on_its_own_scale(tmp_pa
     runs = {"zero_one": base, "minus_one": pm1}
     # the subsets to train on, as a user makes them (a config that names no model yet: with the
     # split seed, the same split as the experiments that measure the models)
-    for exp, dataset in runs.items():
-        cfg = tmp_path / f"subset_{exp}.yaml"
-        cfg.write_text(yaml.safe_dump({"seed": 0, "experiments": {exp: {"dataset": dataset, "scores": ["empirical"]}}}))
-        proc = snakemake_cli(work, f"results/{exp}/data.parquet", configfile=cfg)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = tmp_path / "subsets.yaml"
+    cfg.write_text(yaml.safe_dump({"seed": 0, "experiments": {
+        exp: {"dataset": dataset, "scores": ["empirical"]} for exp, dataset in runs.items()}}))
+    proc = snakemake_cli(work, *(f"results/{exp}/data.parquet" for exp in runs), configfile=cfg)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     x, _, _ = load_subset(str(work / "results/minus_one/data.parquet"))
     assert -1.0 <= float(x.min()) < -0.9 and 0.9 < float(x.max()) <= 1.0  # uncentred, on [-1, 1]
     spec = importlib.util.spec_from_file_location("train_diffusers_digits",
