@@ -76,6 +76,10 @@ def test_default_and_test_configs_validate():
     assert set(load_config(ROOT / "config/embedded.yaml")["experiments"]) == {"fashion", "lfw"}
     assert set(load_config(ROOT / "config/networks.yaml")["experiments"]) == {"gm_mlp"}
     assert set(load_config(ROOT / "config/digits_unet.yaml")["experiments"]) == {"digits_unet"}
+    scales = validate_config({**yaml.safe_load((ROOT / "config/external_scales.yaml").read_text()),
+                              "check_models": False})["experiments"]  # its models are trained from its subsets
+    assert {e: (c["dataset"]["pixel_range"], c["dataset"]["centre"]) for e, c in scales.items()} == {
+        "digits_zero_one": ([0.0, 1.0], True), "digits_minus_one": ([-1.0, 1.0], False)}
 
 
 def test_external_config_needs_its_model_folder(tmp_path, monkeypatch):
@@ -161,10 +165,11 @@ def test_report_without_results_and_the_console_summary(tmp_path, capsys):
 
     from diffusion_regimes.summary import landing_rst
     rst = landing_rst(read_table(tmp_path / "summary.parquet")[0], {})
-    assert ".. list-table:: digits" in rst and "   * - t_U\n     - -\n" in rst
+    assert ".. list-table:: digits" in rst and "   * - t_U\n     - \\-\n" in rst
     assert "   * - score\n     - unet\n   * - t_S theory\n     - 0.413\n" in rst
     html = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["html_body"]
     assert "system-message" not in html and html.count("<tr") == 1 + 8  # the score row and 8 quantities
+    assert "<ul" not in html and "<td>-</td>" in html  # a missing value is a dash, not an empty list
 
 
 @pytest.mark.parametrize("edit, words", [

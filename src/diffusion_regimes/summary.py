@@ -138,8 +138,8 @@ def landing_rst(summary: pd.DataFrame, figures: dict[str, str]) -> str:
         keys = [k for k in fields[0] if k != "½ log Λ" or any(f[k] != "-" for f in fields)]
         lines += ["", f".. list-table:: {exp}", "   :header-rows: 1", "   :stub-columns: 1", "",
                   "   * - score"] + [f"     - {s}" for s in rows["score"]]
-        for k in keys:
-            lines += [f"   * - {k}"] + [f"     - {f[k]}" for f in fields]
+        for k in keys:  # a lone "-" would be an empty bullet list in reStructuredText: escape it
+            lines += [f"   * - {k}"] + [f"     - {f[k]}" if f[k] != "-" else "     - \\-" for f in fields]
     for caption, png in figures.items():
         uri = "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode()
         # the URI over lines of 1000 characters (docutils joins them; it refuses lines over 10 000)
